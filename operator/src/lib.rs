@@ -19,8 +19,12 @@
 //! `render` to print desired objects) and `crdgen` (prints `crds/`).
 
 pub mod admin_client;
+pub mod cluster;
+pub mod context;
 pub mod crd;
 pub mod error;
+pub mod layout;
+pub mod metrics;
 pub mod resources;
 
 #[cfg(test)]

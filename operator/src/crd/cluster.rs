@@ -38,11 +38,10 @@ pub const MAX_STATEFULSET_NAME: usize = 52;
     printcolumn(name = "Health", type_ = "string", json_path = ".status.health"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new("self.spec.zones.all(z, size(self.metadata.name) + size(z.name) < 52)").message("cluster name + zone name must be shorter than 51 characters (StatefulSet names feed pod labels)")
+    validation = Rule::new("self.spec.zones.all(z, size(self.metadata.name) + size(z.name) < 52)").message("cluster name and zone name together must not exceed 51 characters (the StatefulSet name feeds pod labels)")
 )]
 #[x_kube(
-    validation = Rule::new("self.zones.map(z, z.replicas).sum() >= self.replicationFactor").message("the zones' replicas add up to fewer nodes than replicationFactor"),
-    validation = Rule::new("self.zones.all(z, self.zones.exists_one(y, y.name == z.name))").message("zone names must be unique")
+    validation = Rule::new("self.zones.map(z, z.replicas).sum() >= self.replicationFactor").message("the zones' replicas add up to fewer nodes than replicationFactor")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct GarageClusterSpec {
@@ -66,8 +65,10 @@ pub struct GarageClusterSpec {
     #[schemars(length(min = 1, max = 316))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("zoneLabelKey is immutable"))]
     pub zone_label_key: String,
-    /// The zones (sites) of the cluster; each gets its own StatefulSet.
+    /// The zones (sites) of the cluster; each gets its own StatefulSet. A list keyed by
+    /// `name`: names are unique, and per-zone rules can compare a zone with its old self.
     #[schemars(length(min = 1, max = 16))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub zones: Vec<ZoneSpec>,
     /// The S3 endpoint.
     #[serde(default)]
