@@ -15,6 +15,7 @@ use storaged_api::{
     ApplyLayoutResponse, BucketInfo, BucketSummary, ClusterHealth, ClusterStatus,
     CreateBucketRequest, CreateKeyRequest, ErrorResponse, ImportKeyRequest, KeyInfo, KeySummary,
     LayoutInfo, LayoutVersionRequest, PermissionRequest, StageLayoutRequest, UpdateBucketRequest,
+    UpdateKeyRequest,
     paths,
 };
 use tower::{Service, ServiceExt, util::BoxCloneSyncService};
@@ -253,6 +254,12 @@ impl AdminClient {
     /// `POST /v1/keys/import`: recreate a key whose id and secret are known.
     pub async fn import_key(&self, req: &ImportKeyRequest) -> Result<KeyInfo, AdminError> {
         self.call(Method::POST, paths::KEYS_IMPORT, Some(req)).await
+    }
+
+    /// `POST /v1/keys/{id}`: rename or change the bucket-creation right.
+    pub async fn update_key(&self, id: &str, req: &UpdateKeyRequest) -> Result<KeyInfo, AdminError> {
+        self.call(Method::POST, &paths::key(&encode_query(id)), Some(req))
+            .await
     }
 
     /// `DELETE /v1/keys/{id}`; absent keys count as deleted.

@@ -19,10 +19,13 @@
 //! `render` to print desired objects) and `crdgen` (prints `crds/`).
 
 pub mod admin_client;
+pub mod bucket;
 pub mod cluster;
 pub mod context;
+pub mod credentials;
 pub mod crd;
 pub mod error;
+pub mod key;
 pub mod layout;
 pub mod metrics;
 pub mod resources;
