@@ -246,8 +246,9 @@ class Storaged:
         except (ProcessLookupError, PermissionError):
             pass
 
-    def stop(self, timeout: float = STOP_TIMEOUT_S) -> int | None:
-        """SIGTERM, wait; returns the exit code. SIGKILLs the group if it does not exit."""
+    def stop(self, timeout: float = STOP_TIMEOUT_S, kill_leftovers: bool = True) -> int | None:
+        """SIGTERM, wait; returns the exit code. SIGKILLs the group if it does not exit, and
+        (unless `kill_leftovers` is False) whatever of its process group outlived it."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
@@ -261,8 +262,8 @@ class Storaged:
                     f"storaged ({self.name}) did not exit within {timeout}s of SIGTERM\n"
                     + self.log_tail()
                 )
-        # Children (dev node processes) must die with the supervisor; make sure of it.
-        self._killpg(signal.SIGKILL)
+        if kill_leftovers:
+            self._killpg(signal.SIGKILL)
         return self.proc.returncode
 
     def kill9(self) -> None:

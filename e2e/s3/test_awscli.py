@@ -4,8 +4,6 @@ environment that `storaged dev` writes to dev.env (AWS_ENDPOINT_URL and friends)
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 import pytest
 
 from storaged_proc import unique_bucket_name

@@ -7,7 +7,6 @@ import concurrent.futures
 import datetime as dt
 import gzip
 import hashlib
-
 from urllib.parse import unquote_plus, urlsplit
 from xml.etree import ElementTree
 
@@ -799,11 +798,6 @@ def test_delete_bucket_rules(s3, bucket_factory):
     expect_client_error(s3.head_bucket, 404, "404", Bucket=name)
     expect_client_error(s3.delete_bucket, 404, "NoSuchBucket", Bucket=name)
     assert name not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
-
-
-def test_delete_bucket_with_pending_upload_refused(s3, bucket):
-    s3.create_multipart_upload(Bucket=bucket, Key="pending")
-    expect_client_error(s3.delete_bucket, 409, "BucketNotEmpty", Bucket=bucket)
 
 
 def test_create_existing_bucket(s3, bucket):
