@@ -14,6 +14,7 @@
 //! | [`context`] | what every reconciler shares: the kube client, the admin transport, metrics, events |
 //! | [`metrics`] | Prometheus counters and histograms of reconciles |
 //! | [`controller`] | wiring: the three kube-runtime controllers and their error policy |
+//! | [`render`] | `operator render`: desired objects of a manifest as YAML, for offline validation |
 //!
 //! Binaries: `operator` (controllers, leader election, metrics and health endpoints,
 //! `render` to print desired objects) and `crdgen` (prints `crds/`).
@@ -22,12 +23,14 @@ pub mod admin_client;
 pub mod bucket;
 pub mod cluster;
 pub mod context;
+pub mod controller;
 pub mod credentials;
 pub mod crd;
 pub mod error;
 pub mod key;
 pub mod layout;
 pub mod metrics;
+pub mod render;
 pub mod resources;
 
 #[cfg(test)]
