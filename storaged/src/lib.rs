@@ -1,1 +1,35 @@
-//! x
+//! # storaged: a geo-distributed, S3-compatible object store daemon
+//!
+//! ## Layout
+//!
+//! Modules are listed top to bottom in the order data flows; a module uses the ones above
+//! it, never the ones below (DESIGN.md).
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`util`] | ids, time, CRDT primitives, versioned record encoding |
+//! | [`config`] | `storaged.toml` + `STORAGED_*` overrides, validated with errors naming the field |
+//! | [`table`] | generic CRDT tables on redb: schema trait, merge-on-insert, update hooks, insert queue |
+//! | [`block`] | blake3-addressed chunk files, refcounts, GC |
+//! | [`model`] | the object store's tables (buckets, aliases, keys, objects, versions, block refs, uploads) |
+//! | [`s3`] | the S3 API: handlers behind the `s3s` protocol layer (routing, SigV4, XML) |
+//! | [`admin`] | admin HTTP API, health, readiness, metrics |
+//! | [`server`] | wires everything into a running daemon with graceful shutdown |
+//! | [`cli`], [`dev`] | the admin CLI client and the `storaged dev` supervisor |
+//!
+//! The S3 PUT path: `s3::put` → `s3::writer` (chunks the body) → `block` + `model`
+//! tables. The GET path: `s3::get` → `model::Object` → `block::BlockManager::read_block`.
+
+pub mod admin;
+pub mod block;
+pub mod cli;
+pub mod config;
+pub mod dev;
+pub mod error;
+pub mod model;
+pub mod s3;
+pub mod server;
+pub mod table;
+pub mod util;
+
+pub use error::{Error, Result};

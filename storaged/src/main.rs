@@ -1,1 +1,103 @@
-fn main() {}
+//! The `storaged` binary: daemon, dev supervisor and admin CLI.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use storaged::cli::{self, BucketCmd, Connection, KeyCmd, LayoutCmd};
+use storaged::config::Config;
+use storaged::dev::{self, DevOptions};
+
+#[derive(Parser)]
+#[command(name = "storaged", version, about = "Geo-distributed S3-compatible object store")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the storage daemon.
+    Server {
+        /// Configuration file.
+        #[arg(short, long, env = "STORAGED_CONFIG", default_value = "/etc/storaged.toml")]
+        config: PathBuf,
+        /// Stop when the parent process goes away (used by `storaged dev`).
+        #[arg(long, hide = true)]
+        exit_with_parent: bool,
+    },
+    /// Start a ready-to-use local instance and write its credentials to dev.env.
+    Dev(DevOptions),
+    /// Manage access keys.
+    Key {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        cmd: KeyCmd,
+    },
+    /// Manage buckets.
+    Bucket {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        cmd: BucketCmd,
+    },
+    /// Show or change the cluster layout.
+    Layout {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        cmd: LayoutCmd,
+    },
+    /// Nodes and health.
+    Status {
+        #[command(flatten)]
+        conn: Connection,
+    },
+}
+
+/// Resolves when the parent process is gone (we were re-parented).
+async fn parent_gone() {
+    let parent = std::os::unix::process::parent_id();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if std::os::unix::process::parent_id() != parent {
+            return;
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.cmd {
+        Cmd::Server { config, exit_with_parent } => {
+            let config = Config::load(&config).with_context(|| format!("loading {}", config.display()))?;
+            let stop = async move {
+                if exit_with_parent {
+                    tokio::select! {
+                        () = storaged::server::shutdown_signal() => {}
+                        () = parent_gone() => {}
+                    }
+                } else {
+                    storaged::server::shutdown_signal().await;
+                }
+            };
+            storaged::server::run(config, stop).await?;
+        }
+        Cmd::Dev(opts) => dev::run(opts).await?,
+        Cmd::Key { conn, cmd } => cli::key(&conn, cmd).await?,
+        Cmd::Bucket { conn, cmd } => cli::bucket(&conn, cmd).await?,
+        Cmd::Layout { conn, cmd } => cli::layout(&conn, cmd).await?,
+        Cmd::Status { conn } => cli::status(&conn).await?,
+    }
+    Ok(())
+}

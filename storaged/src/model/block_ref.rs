@@ -1,0 +1,79 @@
+//! The block reference table: (chunk hash, version uuid) → live or deleted. Its hook keeps
+//! the chunk reference counts of `block` in step, in the same transaction.
+
+use serde::{Deserialize, Serialize};
+
+use crate::block;
+use crate::error::Result;
+use crate::table::{Entry, TableSchema, UpdateTx};
+use crate::util::crdt::{Bool, Crdt};
+use crate::util::id::{Hash, Uuid};
+use crate::util::time::now_ms;
+
+/// One version's use of one chunk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockRef {
+    /// Chunk hash (the partition: a chunk's references live with the chunk).
+    pub block: Hash,
+    /// Version using it.
+    pub version: Uuid,
+    /// Tombstone.
+    pub deleted: Bool,
+}
+
+impl BlockRef {
+    /// A live reference.
+    #[must_use]
+    pub fn new(block: Hash, version: Uuid) -> Self {
+        Self { block, version, deleted: Bool(false) }
+    }
+
+    /// A released reference.
+    #[must_use]
+    pub fn deleted(block: Hash, version: Uuid) -> Self {
+        Self { block, version, deleted: Bool(true) }
+    }
+}
+
+impl Crdt for BlockRef {
+    fn merge(&mut self, other: &Self) {
+        self.deleted.merge(&other.deleted);
+    }
+}
+
+impl Entry<Hash, Uuid> for BlockRef {
+    fn partition_key(&self) -> &Hash {
+        &self.block
+    }
+    fn sort_key(&self) -> &Uuid {
+        &self.version
+    }
+}
+
+/// Schema of the block reference table.
+pub struct BlockRefTable {
+    /// How long a chunk outlives its last reference.
+    pub gc_delay_ms: u64,
+}
+
+impl TableSchema for BlockRefTable {
+    const TABLE_NAME: &'static str = "block_ref_v1";
+    type P = Hash;
+    type S = Uuid;
+    type E = BlockRef;
+    type Filter = ();
+
+    fn matches_filter(e: &BlockRef, (): &()) -> bool {
+        !e.deleted.0
+    }
+
+    fn updated(&self, tx: &mut UpdateTx<'_>, old: Option<&BlockRef>, new: Option<&BlockRef>) -> Result<()> {
+        let was_live = old.is_some_and(|o| !o.deleted.0);
+        let is_live = new.is_some_and(|n| !n.deleted.0);
+        match (was_live, is_live, new.or(old)) {
+            (false, true, Some(r)) => block::incref(tx.raw(), &r.block),
+            (true, false, Some(r)) => block::decref(tx.raw(), &r.block, now_ms() + self.gc_delay_ms),
+            _ => Ok(()),
+        }
+    }
+}

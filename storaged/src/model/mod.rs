@@ -1,0 +1,295 @@
+//! The tables of an object store and the operations on them that both the S3 and the admin
+//! APIs need (bucket and key life cycle, grants), so neither reimplements the other's.
+
+pub mod block_ref;
+pub mod bucket;
+pub mod counters;
+pub mod key;
+pub mod mpu;
+pub mod object;
+pub mod perm;
+pub mod version;
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::block::BlockManager;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::table::{Db, EmptyKey, Table};
+use crate::util::crdt::Lww;
+use crate::util::id::Uuid;
+use crate::util::time::now_ms;
+
+pub use block_ref::{BlockRef, BlockRefTable};
+pub use bucket::{Bucket, BucketAlias, BucketAliasTable, BucketTable, QuotaSpec};
+pub use counters::BucketCounts;
+pub use key::{Key, KeyTable};
+pub use mpu::{MpuTable, MultipartUpload};
+pub use object::{Object, ObjectFilter, ObjectTable};
+pub use perm::BucketPerm;
+pub use version::{Version, VersionTable};
+
+/// Every table and the chunk store of this node.
+pub struct Model {
+    /// Metadata database.
+    pub db: Db,
+    /// Chunk store.
+    pub blocks: Arc<BlockManager>,
+    /// Buckets by id.
+    pub buckets: Arc<Table<BucketTable>>,
+    /// Bucket names.
+    pub aliases: Arc<Table<BucketAliasTable>>,
+    /// Access keys.
+    pub keys: Arc<Table<KeyTable>>,
+    /// Objects.
+    pub objects: Arc<Table<ObjectTable>>,
+    /// Version chunk lists.
+    pub versions: Arc<Table<VersionTable>>,
+    /// Chunk references.
+    pub block_refs: Arc<Table<BlockRefTable>>,
+    /// Multipart uploads.
+    pub mpus: Arc<Table<MpuTable>>,
+    /// Chunk size.
+    pub block_size: usize,
+}
+
+impl Model {
+    /// Opens every table under the configured directories.
+    pub fn open(config: &Config) -> Result<Arc<Self>> {
+        let db = Db::open(&config.metadata_dir)?;
+        counters::create_table(&db)?;
+        let blocks = BlockManager::open(&config.data_dir, config.compression_level, db.clone())?;
+        let gc_delay_ms = config.background.block_gc_delay_secs.saturating_mul(1000);
+        Ok(Arc::new(Self {
+            buckets: Table::open(BucketTable, db.clone())?,
+            aliases: Table::open(BucketAliasTable, db.clone())?,
+            keys: Table::open(KeyTable, db.clone())?,
+            objects: Table::open(ObjectTable, db.clone())?,
+            versions: Table::open(VersionTable, db.clone())?,
+            block_refs: Table::open(BlockRefTable { gc_delay_ms }, db.clone())?,
+            mpus: Table::open(MpuTable, db.clone())?,
+            blocks,
+            db,
+            block_size: config.block_size,
+        }))
+    }
+
+    /// Starts the insert-queue drains of every table that hooks write to.
+    pub fn spawn_workers(self: &Arc<Self>, shutdown: &watch::Receiver<bool>) {
+        tokio::spawn(Arc::clone(&self.versions).run_queue_worker(shutdown.clone()));
+        tokio::spawn(Arc::clone(&self.block_refs).run_queue_worker(shutdown.clone()));
+    }
+
+    /// The live bucket called `name`.
+    pub async fn bucket_by_name(&self, name: &str) -> Result<Option<Bucket>> {
+        let Some(alias) = self.aliases.get(&name.to_string(), &EmptyKey).await? else {
+            return Ok(None);
+        };
+        let Some(id) = alias.bucket_id.v else { return Ok(None) };
+        Ok(self.buckets.get(&id, &EmptyKey).await?.filter(Bucket::is_live))
+    }
+
+    /// The live bucket with this id.
+    pub async fn bucket_by_id(&self, id: &Uuid) -> Result<Option<Bucket>> {
+        Ok(self.buckets.get(id, &EmptyKey).await?.filter(Bucket::is_live))
+    }
+
+    /// Creates bucket `name`, optionally owned by `owner_key` (read + write + owner).
+    pub async fn create_bucket(
+        &self,
+        name: &str,
+        owner_key: Option<&str>,
+        quotas: QuotaSpec,
+        owner_tag: Option<String>,
+    ) -> Result<Bucket> {
+        validate_bucket_name(name)?;
+        if self.bucket_by_name(name).await?.is_some() {
+            return Err(Error::BucketAlreadyExists(name.to_string()));
+        }
+        let now = now_ms();
+        let mut bucket = Bucket::new(Uuid::random(), name.to_string(), now);
+        bucket.quotas = Lww::new(now, quotas);
+        bucket.owner_tag = Lww::new(now, owner_tag);
+        self.buckets.insert(&bucket).await?;
+        let prev = self.aliases.get(&name.to_string(), &EmptyKey).await?;
+        let ts = crate::util::time::next_timestamp(prev.map_or(0, |a| a.bucket_id.ts));
+        self.aliases
+            .insert(&BucketAlias { name: name.to_string(), bucket_id: Lww::new(ts, Some(bucket.id)) })
+            .await?;
+        if let Some(key_id) = owner_key {
+            let all = BucketPerm { read: true, write: true, owner: true };
+            bucket = self.set_permission(&bucket.id, key_id, all).await?;
+        }
+        Ok(bucket)
+    }
+
+    /// Deletes an empty bucket and its grants.
+    pub async fn delete_bucket(&self, bucket: &Bucket) -> Result<()> {
+        let has_objects = !self
+            .objects
+            .get_range(&bucket.id, crate::table::RangeStart::First, Some(ObjectFilter::IsData), 1)
+            .await?
+            .is_empty();
+        if has_objects {
+            return Err(Error::BucketNotEmpty(bucket.name.v.clone()));
+        }
+        for (key_id, _) in bucket.authorized_keys.iter() {
+            if let Some(mut key) = self.keys.get(key_id, &EmptyKey).await? {
+                key.authorized_buckets.set(bucket.id, BucketPerm::default());
+                self.keys.insert(&key).await?;
+            }
+        }
+        let mut b = bucket.clone();
+        b.deleted.0 = true;
+        self.buckets.insert(&b).await?;
+        if let Some(mut alias) = self.aliases.get(&bucket.name.v, &EmptyKey).await? {
+            if alias.bucket_id.v == Some(bucket.id) {
+                alias.bucket_id.update(None);
+                self.aliases.insert(&alias).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The live access key `key_id`.
+    pub async fn key(&self, key_id: &str) -> Result<Option<Key>> {
+        Ok(self.keys.get(&key_id.to_string(), &EmptyKey).await?.filter(Key::is_live))
+    }
+
+    /// Creates a key with a fresh `GK…` id and a random 64-hex secret.
+    pub async fn create_key(&self, name: &str, allow_create_bucket: bool) -> Result<Key> {
+        let id = format!("GK{}", hex::encode(rand::random::<[u8; 12]>()));
+        let secret = hex::encode(rand::random::<[u8; 32]>());
+        let mut key = Key::new(id, secret, name.to_string(), now_ms());
+        key.allow_create_bucket.v = allow_create_bucket;
+        self.keys.insert(&key).await?;
+        Ok(key)
+    }
+
+    /// Imports a key whose id and secret are known (recreating a lost Secret).
+    pub async fn import_key(&self, id: &str, secret: &str, name: &str) -> Result<Key> {
+        validate_key_id(id)?;
+        validate_secret(secret)?;
+        if let Some(existing) = self.keys.get(&id.to_string(), &EmptyKey).await? {
+            if existing.is_live() && existing.secret == secret {
+                return Ok(existing);
+            }
+            return Err(Error::AccessKeyExists(id.to_string()));
+        }
+        let key = Key::new(id.to_string(), secret.to_string(), name.to_string(), now_ms());
+        self.keys.insert(&key).await?;
+        Ok(key)
+    }
+
+    /// Deletes a key and its grants.
+    pub async fn delete_key(&self, key: &Key) -> Result<()> {
+        for (bucket_id, _) in key.authorized_buckets.iter() {
+            if let Some(mut b) = self.buckets.get(bucket_id, &EmptyKey).await? {
+                b.authorized_keys.set(key.key_id.clone(), BucketPerm::default());
+                self.buckets.insert(&b).await?;
+            }
+        }
+        let mut k = key.clone();
+        k.deleted.0 = true;
+        self.keys.insert(&k).await
+    }
+
+    /// Sets the rights of `key_id` on `bucket_id` (both sides of the grant); returns the
+    /// updated bucket.
+    pub async fn set_permission(&self, bucket_id: &Uuid, key_id: &str, perm: BucketPerm) -> Result<Bucket> {
+        let mut key = self
+            .key(key_id)
+            .await?
+            .ok_or_else(|| Error::NoSuchAccessKey(key_id.to_string()))?;
+        let mut bucket = self
+            .bucket_by_id(bucket_id)
+            .await?
+            .ok_or_else(|| Error::NoSuchBucket(bucket_id.to_hex()))?;
+        key.authorized_buckets.set(*bucket_id, perm);
+        bucket.authorized_keys.set(key_id.to_string(), perm);
+        self.keys.insert(&key).await?;
+        self.buckets.insert(&bucket).await?;
+        Ok(bucket)
+    }
+
+    /// Object/byte/upload counts of a bucket.
+    pub async fn counts(&self, bucket: &Uuid) -> Result<BucketCounts> {
+        let db = self.db.clone();
+        let bucket = *bucket;
+        tokio::task::spawn_blocking(move || counters::read(&db, &bucket)).await?
+    }
+}
+
+/// S3 bucket naming rules (general purpose buckets).
+pub fn validate_bucket_name(name: &str) -> Result<()> {
+    let bad = |why| Err(Error::InvalidBucketName(name.to_string(), why));
+    if !(3..=63).contains(&name.len()) {
+        return bad("must be 3 to 63 characters long");
+    }
+    if !name.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-') {
+        return bad("only lowercase letters, digits, dots and hyphens are allowed");
+    }
+    let alnum = |c: Option<u8>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !alnum(name.bytes().next()) || !alnum(name.bytes().last()) {
+        return bad("must begin and end with a letter or digit");
+    }
+    if name.contains("..") || name.contains(".-") || name.contains("-.") {
+        return bad("must not contain adjacent dots or a dot next to a hyphen");
+    }
+    if name.parse::<std::net::Ipv4Addr>().is_ok() {
+        return bad("must not be formatted as an IP address");
+    }
+    if name.starts_with("xn--") || name.starts_with("sthree-") || name.ends_with("-s3alias") {
+        return bad("reserved prefix or suffix");
+    }
+    Ok(())
+}
+
+fn validate_key_id(id: &str) -> Result<()> {
+    let garage = id.len() == 26 && id.starts_with("GK") && id[2..].bytes().all(|c| c.is_ascii_hexdigit());
+    let aws = (16..=128).contains(&id.len()) && id.bytes().all(|c| c.is_ascii_alphanumeric());
+    if garage || aws {
+        Ok(())
+    } else {
+        Err(Error::InvalidAccessKey(
+            "access key id must be GK + 24 hex characters, or 16 to 128 letters and digits",
+        ))
+    }
+}
+
+fn validate_secret(secret: &str) -> Result<()> {
+    if (16..=128).contains(&secret.len()) && secret.bytes().all(|c| c.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(Error::InvalidAccessKey(
+            "secret access key must be 16 to 128 printable characters without spaces",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_names_follow_s3_rules() {
+        for ok in ["abc", "my-bucket.v2", "a1b", &"a".repeat(63)] {
+            assert!(validate_bucket_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["ab", "Abc", "a_b", "-ab", "ab-", "a..b", "192.168.1.1", "xn--ab", &"a".repeat(64)] {
+            assert!(validate_bucket_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn key_shapes() {
+        assert!(validate_key_id("GK0123456789abcdef01234567").is_ok());
+        assert!(validate_key_id("AKIAIOSFODNN7EXAMPLE").is_ok());
+        assert!(validate_key_id("GK12").is_err());
+        assert!(validate_key_id("has space in it aaaaaaa").is_err());
+        assert!(validate_secret("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY").is_ok());
+        assert!(validate_secret("short").is_err());
+    }
+}

@@ -1,0 +1,395 @@
+//! The object table: per (bucket, key), the list of versions ordered by (timestamp, uuid).
+//!
+//! An unversioned bucket keeps the versions from the newest complete one onwards (older ones
+//! are pruned by the merge itself), plus multipart uploads still in progress, which S3 lets
+//! outlive newer PUTs of the same key. Versioned buckets will keep more, with delete
+//! markers; the shape is already the one they need.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::counters;
+use super::version::{Version, VersionTable};
+use crate::error::Result;
+use crate::table::{Entry, TableSchema, UpdateTx};
+use crate::util::crdt::Crdt;
+use crate::util::id::{Hash, Uuid};
+
+/// Headers stored with an object and returned on GET/HEAD.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ObjectHeaders {
+    /// `Content-Type`.
+    pub content_type: Option<String>,
+    /// `Content-Encoding`.
+    pub content_encoding: Option<String>,
+    /// `Content-Disposition`.
+    pub content_disposition: Option<String>,
+    /// `Content-Language`.
+    pub content_language: Option<String>,
+    /// `Cache-Control`.
+    pub cache_control: Option<String>,
+    /// `Expires`, as sent.
+    pub expires: Option<String>,
+    /// `x-amz-meta-*` (names lower-cased, without the prefix).
+    pub user_meta: BTreeMap<String, String>,
+}
+
+/// Checksum algorithms of the S3 flexible checksums.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ChecksumAlgo {
+    /// CRC-32 (ISO-HDLC).
+    Crc32,
+    /// CRC-32C (Castagnoli).
+    Crc32c,
+    /// CRC-64/NVME.
+    Crc64Nvme,
+    /// SHA-1.
+    Sha1,
+    /// SHA-256.
+    Sha256,
+}
+
+/// Whether a checksum covers the whole object or is a checksum of part checksums.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ChecksumKind {
+    /// Of the whole body.
+    FullObject,
+    /// Of the concatenated part checksums, rendered `value-N`.
+    Composite,
+}
+
+/// A stored checksum.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct StoredChecksum {
+    /// Algorithm.
+    pub algo: ChecksumAlgo,
+    /// Base64 value (with `-N` for composite).
+    pub value: String,
+    /// Full-object or composite.
+    pub kind: ChecksumKind,
+}
+
+/// Metadata of a complete object version.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ObjectMeta {
+    /// Body size in bytes.
+    pub size: u64,
+    /// ETag without quotes: MD5 hex, or `md5-of-md5s-N` for multipart.
+    pub etag: String,
+    /// Stored headers.
+    pub headers: ObjectHeaders,
+    /// Flexible checksum, when the client sent or asked for one.
+    pub checksum: Option<StoredChecksum>,
+    /// Number of parts for multipart objects (0 otherwise).
+    pub parts: u32,
+}
+
+/// The data of a complete version.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ObjectVersionData {
+    /// A DELETE happened here.
+    DeleteMarker,
+    /// Small body kept in the metadata itself (one write, no chunk).
+    Inline(ObjectMeta, #[serde(with = "serde_bytes")] Vec<u8>),
+    /// Body in chunks listed by the version table entry of the same uuid.
+    FirstBlock(ObjectMeta, Hash),
+}
+
+/// Life cycle of a version.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ObjectVersionState {
+    /// Body still arriving (single PUT) or multipart upload open.
+    Uploading {
+        /// Multipart upload (listed by ListMultipartUploads).
+        multipart: bool,
+        /// Headers given at creation.
+        headers: ObjectHeaders,
+        /// Checksum algorithm requested at creation (multipart).
+        checksum_algo: Option<ChecksumAlgo>,
+        /// Checksum type requested at creation (multipart).
+        checksum_kind: Option<ChecksumKind>,
+    },
+    /// Visible.
+    Complete(ObjectVersionData),
+    /// Given up; its data is released.
+    Aborted,
+}
+
+impl Crdt for ObjectVersionState {
+    /// Aborted beats Complete beats Uploading.
+    fn merge(&mut self, other: &Self) {
+        use ObjectVersionState as S;
+        match (&*self, other) {
+            (S::Aborted, _) => {}
+            (_, S::Aborted) => *self = S::Aborted,
+            (S::Complete(a), S::Complete(b)) => {
+                if b > a {
+                    *self = other.clone();
+                }
+            }
+            (S::Complete(_), _) => {}
+            (_, S::Complete(_)) => *self = other.clone(),
+            (S::Uploading { .. }, S::Uploading { .. }) => {
+                if other > self {
+                    *self = other.clone();
+                }
+            }
+        }
+    }
+}
+
+/// One version of an object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectVersion {
+    /// Unique id (also the version table key and the multipart upload id).
+    pub uuid: Uuid,
+    /// Milliseconds; with `uuid`, the version order.
+    pub timestamp: u64,
+    /// State.
+    pub state: ObjectVersionState,
+}
+
+impl ObjectVersion {
+    fn order(&self) -> (u64, Uuid) {
+        (self.timestamp, self.uuid)
+    }
+
+    /// Whether the version is complete (data or delete marker).
+    #[must_use]
+    pub fn is_complete(&self) -> bool {
+        matches!(self.state, ObjectVersionState::Complete(_))
+    }
+
+    /// Whether it is an open multipart upload.
+    #[must_use]
+    pub fn is_open_multipart(&self) -> bool {
+        matches!(self.state, ObjectVersionState::Uploading { multipart: true, .. })
+    }
+
+    /// Metadata when the version holds data.
+    #[must_use]
+    pub fn meta(&self) -> Option<&ObjectMeta> {
+        match &self.state {
+            ObjectVersionState::Complete(
+                ObjectVersionData::Inline(m, _) | ObjectVersionData::FirstBlock(m, _),
+            ) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// Whether chunks may be attached to this version in the version table.
+    fn may_have_blocks(&self) -> bool {
+        matches!(
+            self.state,
+            ObjectVersionState::Uploading { multipart: false, .. }
+                | ObjectVersionState::Complete(ObjectVersionData::FirstBlock(..))
+        )
+    }
+}
+
+/// An object key of a bucket with its versions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Object {
+    /// Bucket id.
+    pub bucket_id: Uuid,
+    /// Object key.
+    pub key: String,
+    versions: Vec<ObjectVersion>,
+}
+
+impl Object {
+    /// An object entry holding `versions`.
+    #[must_use]
+    pub fn new(bucket_id: Uuid, key: String, versions: Vec<ObjectVersion>) -> Self {
+        let mut o = Self { bucket_id, key, versions: Vec::new() };
+        for v in versions {
+            o.merge_version(&v);
+        }
+        o.prune();
+        o
+    }
+
+    /// Versions, oldest first.
+    #[must_use]
+    pub fn versions(&self) -> &[ObjectVersion] {
+        &self.versions
+    }
+
+    /// The newest complete version, if it holds data (not a delete marker).
+    #[must_use]
+    pub fn current(&self) -> Option<&ObjectVersion> {
+        self.versions
+            .iter()
+            .rev()
+            .find(|v| v.is_complete())
+            .filter(|v| v.meta().is_some())
+    }
+
+    /// The newest timestamp of any version (for `next_timestamp`).
+    #[must_use]
+    pub fn last_timestamp(&self) -> u64 {
+        self.versions.iter().map(|v| v.timestamp).max().unwrap_or(0)
+    }
+
+    fn merge_version(&mut self, v: &ObjectVersion) {
+        match self.versions.binary_search_by(|x| x.order().cmp(&v.order())) {
+            Ok(i) => self.versions[i].state.merge(&v.state),
+            Err(i) => self.versions.insert(i, v.clone()),
+        }
+    }
+
+    /// Drops everything older than the newest complete version, except open multipart
+    /// uploads. A function of the merged set only, so merging stays a CRDT.
+    fn prune(&mut self) {
+        if let Some(last) = self.versions.iter().rposition(ObjectVersion::is_complete) {
+            let mut i = 0;
+            self.versions.retain(|v| {
+                let keep = i >= last || v.is_open_multipart();
+                i += 1;
+                keep
+            });
+        }
+    }
+}
+
+impl Crdt for Object {
+    fn merge(&mut self, other: &Self) {
+        for v in &other.versions {
+            self.merge_version(v);
+        }
+        self.prune();
+    }
+}
+
+impl Entry<Uuid, String> for Object {
+    fn partition_key(&self) -> &Uuid {
+        &self.bucket_id
+    }
+    fn sort_key(&self) -> &String {
+        &self.key
+    }
+}
+
+/// Filters for object listings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectFilter {
+    /// Objects with a current data version.
+    IsData,
+    /// Objects with an open multipart upload.
+    IsUploading,
+}
+
+/// Schema of the object table.
+pub struct ObjectTable;
+
+impl TableSchema for ObjectTable {
+    const TABLE_NAME: &'static str = "object_v1";
+    type P = Uuid;
+    type S = String;
+    type E = Object;
+    type Filter = ObjectFilter;
+
+    fn matches_filter(entry: &Object, filter: &ObjectFilter) -> bool {
+        match filter {
+            ObjectFilter::IsData => entry.current().is_some(),
+            ObjectFilter::IsUploading => entry.versions.iter().any(ObjectVersion::is_open_multipart),
+        }
+    }
+
+    fn updated(&self, tx: &mut UpdateTx<'_>, old: Option<&Object>, new: Option<&Object>) -> Result<()> {
+        counters::apply_object_delta(tx, old, new)?;
+        // Release the chunks of versions that were pruned or aborted.
+        let Some(old) = old else { return Ok(()) };
+        for v in old.versions.iter().filter(|v| v.may_have_blocks()) {
+            let alive = new.is_some_and(|n| {
+                n.versions
+                    .iter()
+                    .any(|nv| nv.uuid == v.uuid && nv.may_have_blocks())
+            });
+            if !alive {
+                tx.queue_insert::<VersionTable>(&Version::deleted(v.uuid))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::util::crdt::laws;
+    use proptest::prelude::*;
+
+    fn meta(size: u64) -> ObjectMeta {
+        ObjectMeta {
+            size,
+            etag: "e".into(),
+            headers: ObjectHeaders::default(),
+            checksum: None,
+            parts: 0,
+        }
+    }
+
+    fn version() -> impl Strategy<Value = ObjectVersion> {
+        (0u64..4, 0u8..3, 0u8..5).prop_map(|(ts, id, st)| {
+            let state = match st {
+                0 => ObjectVersionState::Uploading {
+                    multipart: false,
+                    headers: ObjectHeaders::default(),
+                    checksum_algo: None,
+                    checksum_kind: None,
+                },
+                1 => ObjectVersionState::Uploading {
+                    multipart: true,
+                    headers: ObjectHeaders::default(),
+                    checksum_algo: None,
+                    checksum_kind: None,
+                },
+                2 => ObjectVersionState::Complete(ObjectVersionData::Inline(meta(1), vec![1])),
+                3 => ObjectVersionState::Complete(ObjectVersionData::DeleteMarker),
+                _ => ObjectVersionState::Aborted,
+            };
+            ObjectVersion { uuid: Uuid::from([id; 32]), timestamp: ts, state }
+        })
+    }
+
+    fn object() -> impl Strategy<Value = Object> {
+        proptest::collection::vec(version(), 0..4)
+            .prop_map(|vs| Object::new(Uuid::default(), "k".into(), vs))
+    }
+
+    proptest! {
+        #[test]
+        fn object_laws(a in object(), b in object(), c in object()) {
+            laws::check(&a, &b, &c);
+        }
+    }
+
+    #[test]
+    fn newer_complete_version_prunes_older_but_keeps_open_uploads() {
+        let up = ObjectVersion {
+            uuid: Uuid::from([1; 32]),
+            timestamp: 1,
+            state: ObjectVersionState::Uploading {
+                multipart: true,
+                headers: ObjectHeaders::default(),
+                checksum_algo: None,
+                checksum_kind: None,
+            },
+        };
+        let old = ObjectVersion {
+            uuid: Uuid::from([2; 32]),
+            timestamp: 2,
+            state: ObjectVersionState::Complete(ObjectVersionData::Inline(meta(1), vec![1])),
+        };
+        let new = ObjectVersion {
+            uuid: Uuid::from([3; 32]),
+            timestamp: 3,
+            state: ObjectVersionState::Complete(ObjectVersionData::Inline(meta(2), vec![1, 2])),
+        };
+        let o = Object::new(Uuid::default(), "k".into(), vec![up.clone(), old, new.clone()]);
+        assert_eq!(o.versions(), &[up, new.clone()]);
+        assert_eq!(o.current(), Some(&new));
+    }
+}

@@ -1,0 +1,70 @@
+//! Who may do what: SigV4 secrets come from the key table, rights from the bucket's grants.
+
+use std::sync::Arc;
+
+use s3s::auth::{S3Auth, SecretKey};
+use s3s::{S3Request, S3Result, s3_error};
+
+use super::error::OrS3;
+use crate::model::{Bucket, Key, Model};
+
+/// Looks up secrets for `s3s`'s signature verification.
+pub(super) struct KeyAuth {
+    pub(super) model: Arc<Model>,
+}
+
+#[async_trait::async_trait]
+impl S3Auth for KeyAuth {
+    async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
+        match self.model.key(access_key).await.s3()? {
+            Some(k) => Ok(SecretKey::from(k.secret)),
+            None => Err(s3_error!(InvalidAccessKeyId)),
+        }
+    }
+}
+
+/// The right an operation needs on its bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Need {
+    Read,
+    Write,
+    Owner,
+    /// Any right at all (HeadBucket, GetBucketLocation).
+    Any,
+}
+
+/// The signed-in key of a request.
+pub(super) async fn signed_key<T>(model: &Model, req: &S3Request<T>) -> S3Result<Key> {
+    let Some(creds) = &req.credentials else {
+        return Err(s3_error!(AccessDenied, "anonymous access is not allowed"));
+    };
+    model
+        .key(&creds.access_key)
+        .await
+        .s3()?
+        .ok_or_else(|| s3_error!(InvalidAccessKeyId))
+}
+
+/// The bucket `name` if the request's key has `need` on it.
+pub(super) async fn bucket_for<T>(model: &Model, req: &S3Request<T>, name: &str, need: Need) -> S3Result<(Bucket, Key)> {
+    let key = signed_key(model, req).await?;
+    let bucket = model
+        .bucket_by_name(name)
+        .await
+        .s3()?
+        .ok_or_else(|| s3_error!(NoSuchBucket, "The specified bucket does not exist"))?;
+    check(&bucket, &key, need)?;
+    Ok((bucket, key))
+}
+
+/// Fails with AccessDenied unless `key` has `need` on `bucket`.
+pub(super) fn check(bucket: &Bucket, key: &Key, need: Need) -> S3Result<()> {
+    let p = bucket.perm_of(&key.key_id);
+    let ok = match need {
+        Need::Read => p.read,
+        Need::Write => p.write,
+        Need::Owner => p.owner,
+        Need::Any => !p.is_none(),
+    };
+    if ok { Ok(()) } else { Err(s3_error!(AccessDenied)) }
+}

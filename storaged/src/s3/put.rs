@@ -1,0 +1,195 @@
+//! PutObject.
+
+use s3s::dto::{PutObjectInput, PutObjectOutput};
+use s3s::{S3Request, S3Response, S3Result, s3_error};
+
+use super::S3Api;
+use super::auth::{Need, bucket_for};
+use super::checksum::{self, Expected, Fields};
+use super::error::{OrS3, quota_exceeded};
+use super::writer::{Stored, Target, store_body};
+use crate::model::object::{
+    ChecksumKind, ObjectHeaders, ObjectMeta, ObjectVersion, ObjectVersionData, ObjectVersionState, StoredChecksum,
+};
+use crate::model::{Bucket, Model, Object};
+use crate::util::id::Uuid;
+use crate::util::time::next_timestamp;
+
+/// Headers of a PUT / CreateMultipartUpload / CopyObject(REPLACE).
+pub(super) fn headers_from(
+    content_type: Option<&str>,
+    content_encoding: Option<&str>,
+    content_disposition: Option<&str>,
+    content_language: Option<&str>,
+    cache_control: Option<&str>,
+    req_headers: &http::HeaderMap,
+    metadata: Option<&s3s::dto::Metadata>,
+) -> ObjectHeaders {
+    ObjectHeaders {
+        content_type: content_type.map(str::to_string),
+        content_encoding: content_encoding.map(str::to_string),
+        content_disposition: content_disposition.map(str::to_string),
+        content_language: content_language.map(str::to_string),
+        cache_control: cache_control.map(str::to_string),
+        // Kept as sent: S3 returns Expires verbatim even when it is not a valid date.
+        expires: req_headers.get(http::header::EXPIRES).and_then(|v| v.to_str().ok()).map(str::to_string),
+        user_meta: metadata
+            .map(|m| m.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect())
+            .unwrap_or_default(),
+    }
+}
+
+/// Refuses an upload that would break the bucket's quotas.
+pub(super) async fn check_quotas(model: &Model, bucket: &Bucket, adding: u64) -> S3Result<()> {
+    let q = bucket.quotas.v;
+    if q.max_size.is_none() && q.max_objects.is_none() {
+        return Ok(());
+    }
+    let c = model.counts(&bucket.id).await.s3()?;
+    if let Some(max) = q.max_objects {
+        if u64::try_from(c.objects).unwrap_or(0) >= max {
+            return Err(quota_exceeded("Object quota is reached for this bucket"));
+        }
+    }
+    if let Some(max) = q.max_size {
+        if u64::try_from(c.bytes).unwrap_or(0).saturating_add(adding) > max {
+            return Err(quota_exceeded("Size quota is reached for this bucket"));
+        }
+    }
+    Ok(())
+}
+
+/// Marks a version aborted after a failed upload, releasing whatever chunks it wrote.
+pub(super) async fn abort_version(model: &Model, bucket: Uuid, key: &str, uuid: Uuid, timestamp: u64) {
+    let v = ObjectVersion { uuid, timestamp, state: ObjectVersionState::Aborted };
+    if let Err(e) = model.objects.insert(&Object::new(bucket, key.to_string(), vec![v])).await {
+        tracing::warn!(error = %e, "could not abort failed upload");
+    }
+}
+
+/// The stored object metadata for a finished body.
+pub(super) fn meta_of(stored: &Stored, headers: ObjectHeaders, expected: &Expected) -> ObjectMeta {
+    ObjectMeta {
+        size: stored.size,
+        etag: hex::encode(stored.md5),
+        headers,
+        checksum: expected.algo.zip(stored.checksum.as_ref()).map(|(algo, raw)| StoredChecksum {
+            algo,
+            value: checksum::b64(raw),
+            kind: ChecksumKind::FullObject,
+        }),
+        parts: 0,
+    }
+}
+
+/// Fails with 411 when a body-carrying request has no Content-Length.
+pub(super) fn require_content_length(headers: &http::HeaderMap) -> S3Result<()> {
+    if headers.contains_key(http::header::CONTENT_LENGTH) {
+        Ok(())
+    } else {
+        let mut e = s3_error!(MissingContentLength, "You must provide the Content-Length HTTP header.");
+        e.set_status_code(http::StatusCode::LENGTH_REQUIRED);
+        Err(e)
+    }
+}
+
+pub(super) async fn put_object(api: &S3Api, mut req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+    let model = &api.model;
+    let (bucket, _) = bucket_for(model, &req, &req.input.bucket, Need::Write).await?;
+    require_content_length(&req.headers)?;
+    let declared = req.input.content_length.and_then(|l| u64::try_from(l).ok()).unwrap_or(0);
+    if declared > super::MAX_PUT_SIZE {
+        return Err(s3_error!(EntityTooLarge, "Your proposed upload exceeds the maximum allowed object size"));
+    }
+    checksum::check_content_md5_shape(req.input.content_md5.as_deref())?;
+    check_quotas(model, &bucket, declared).await?;
+    let input = &req.input;
+    let fields = Fields {
+        crc32: input.checksum_crc32.clone(),
+        crc32c: input.checksum_crc32c.clone(),
+        crc64nvme: input.checksum_crc64nvme.clone(),
+        sha1: input.checksum_sha1.clone(),
+        sha256: input.checksum_sha256.clone(),
+    };
+    let mut expected =
+        Expected::from_request(&req.headers, &fields, input.checksum_algorithm.as_ref().map(|a| a.as_str()))?;
+    let headers = headers_from(
+        input.content_type.as_deref(),
+        input.content_encoding.as_deref(),
+        input.content_disposition.as_deref(),
+        input.content_language.as_deref(),
+        input.cache_control.as_deref(),
+        &req.headers,
+        input.metadata.as_ref(),
+    );
+
+    let key = req.input.key.clone();
+    let existing = model.objects.get(&bucket.id, &key).await.s3()?;
+    let timestamp = next_timestamp(existing.as_ref().map_or(0, Object::last_timestamp));
+    let uuid = Uuid::random();
+    let small = declared <= super::INLINE_MAX as u64;
+    if !small {
+        // Chunked upload: an invisible Uploading version first, so a crash leaves no
+        // partial object and its chunks can be found and released.
+        let v = ObjectVersion {
+            uuid,
+            timestamp,
+            state: ObjectVersionState::Uploading {
+                multipart: false,
+                headers: headers.clone(),
+                checksum_algo: expected.algo,
+                checksum_kind: None,
+            },
+        };
+        model.objects.insert(&Object::new(bucket.id, key.clone(), vec![v])).await.s3()?;
+    }
+    let target = Target {
+        model,
+        version: uuid,
+        part: 1,
+        allow_inline: small,
+        algo: expected.algo,
+        max_size: super::MAX_PUT_SIZE,
+    };
+    let result = async {
+        let stored = store_body(target, req.input.body.take()).await?;
+        let trailers = req.trailing_headers.as_ref().and_then(s3s::TrailingHeaders::take);
+        expected.verify(stored.checksum.as_deref(), trailers.as_ref())?;
+        checksum::verify_content_md5(req.input.content_md5.as_deref(), &stored.md5)?;
+        Ok::<_, s3s::S3Error>(stored)
+    }
+    .await;
+    let stored = match result {
+        Ok(s) => s,
+        Err(e) => {
+            if !small {
+                abort_version(model, bucket.id, &key, uuid, timestamp).await;
+            }
+            return Err(e);
+        }
+    };
+    let meta = meta_of(&stored, headers, &expected);
+    let etag = meta.etag.clone();
+    let checksum = meta.checksum.clone();
+    let data = match stored.inline {
+        Some(bytes) => ObjectVersionData::Inline(meta, bytes),
+        None => match stored.first_block {
+            Some(first) => ObjectVersionData::FirstBlock(meta, first),
+            None => ObjectVersionData::Inline(meta, Vec::new()),
+        },
+    };
+    let v = ObjectVersion { uuid, timestamp, state: ObjectVersionState::Complete(data) };
+    model.objects.insert(&Object::new(bucket.id, key, vec![v])).await.s3()?;
+
+    let mut out = PutObjectOutput { e_tag: Some(s3s::dto::ETag::Strong(etag)), ..Default::default() };
+    if let Some(c) = &checksum {
+        let f = Fields::of(c);
+        out.checksum_crc32 = f.crc32;
+        out.checksum_crc32c = f.crc32c;
+        out.checksum_crc64nvme = f.crc64nvme;
+        out.checksum_sha1 = f.sha1;
+        out.checksum_sha256 = f.sha256;
+        out.checksum_type = Some(s3s::dto::ChecksumType::from_static(Fields::kind_name(c)));
+    }
+    Ok(S3Response::new(out))
+}

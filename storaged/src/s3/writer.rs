@@ -1,0 +1,146 @@
+//! Streams a request body into storage: inline bytes for small bodies, otherwise chunks of
+//! `block_size` written while the rest of the body is still arriving (a few in flight), with
+//! MD5 and the requested flexible checksum computed on the way.
+//!
+//! Order per chunk, so that GC can never lose it and a crash never leaks it: the version
+//! lists the chunk, then the block reference takes a refcount, then the chunk file is
+//! written. A crash leaves an `Uploading` version whose chunks are released when it is
+//! aborted.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::stream::{FuturesOrdered, StreamExt};
+use s3s::crypto::{Checksum as _, Md5};
+use s3s::dto::StreamingBlob;
+use s3s::{S3Error, S3ErrorCode, S3Result, s3_error};
+
+use super::checksum::Hasher;
+use super::error::OrS3;
+use crate::model::object::ChecksumAlgo;
+use crate::model::version::{BlockPos, VersionBlock};
+use crate::model::{BlockRef, Model, Version};
+use crate::util::id::{Hash, Uuid};
+
+/// Chunk writes in flight per request (memory bound: this many chunks).
+const IN_FLIGHT: usize = 3;
+
+/// Where the body goes.
+pub(super) struct Target<'a> {
+    pub(super) model: &'a Arc<Model>,
+    /// Version (object version or part version) the chunks belong to.
+    pub(super) version: Uuid,
+    /// Part number (1 for single PUTs).
+    pub(super) part: u32,
+    /// Whether a small body may be returned inline instead of chunked.
+    pub(super) allow_inline: bool,
+    /// Flexible checksum to compute.
+    pub(super) algo: Option<ChecksumAlgo>,
+    /// Size limit (EntityTooLarge beyond).
+    pub(super) max_size: u64,
+}
+
+/// What was stored.
+pub(super) struct Stored {
+    pub(super) size: u64,
+    pub(super) md5: [u8; 16],
+    /// Raw checksum bytes of `Target::algo`.
+    pub(super) checksum: Option<Vec<u8>>,
+    /// The whole body, when small enough to live inline.
+    pub(super) inline: Option<Vec<u8>>,
+    /// First chunk, when chunked.
+    pub(super) first_block: Option<Hash>,
+}
+
+fn md5_bytes(md5: Md5) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out.copy_from_slice(md5.finalize().as_ref());
+    out
+}
+
+fn body_error(e: s3s::StdError) -> S3Error {
+    match e.downcast::<S3Error>() {
+        Ok(e) => *e,
+        Err(e) => S3Error::with_message(S3ErrorCode::IncompleteBody, format!("could not read the request body: {e}")),
+    }
+}
+
+/// Registers and writes one chunk.
+async fn store_chunk(model: Arc<Model>, version: Uuid, pos: BlockPos, data: Bytes) -> S3Result<(BlockPos, VersionBlock)> {
+    let hash = Hash::hash_of(&data);
+    let block = VersionBlock { hash, size: data.len() as u64 };
+    let mut v = Version::new(version);
+    v.blocks.insert(pos, block);
+    model.versions.insert(&v).await.s3()?;
+    model.block_refs.insert(&BlockRef::new(hash, version)).await.s3()?;
+    model.blocks.write_block(hash, data).await.s3()?;
+    Ok((pos, block))
+}
+
+/// Reads `body` to the end into `target`.
+pub(super) async fn store_body(target: Target<'_>, body: Option<StreamingBlob>) -> S3Result<Stored> {
+    let block_size = target.model.block_size;
+    let mut md5 = Md5::new();
+    let mut hasher = target.algo.map(Hasher::new);
+    let mut buf = BytesMut::new();
+    let mut size: u64 = 0;
+    let mut offset: u64 = 0;
+    let mut in_flight = FuturesOrdered::new();
+    let mut blocks = Vec::new();
+
+    let mut body = body;
+    loop {
+        let next = match body.as_mut() {
+            Some(b) => b.next().await,
+            None => None,
+        };
+        let chunk_done = next.is_none();
+        if let Some(item) = next {
+            let bytes = item.map_err(body_error)?;
+            size += bytes.len() as u64;
+            if size > target.max_size {
+                return Err(s3_error!(EntityTooLarge, "Your proposed upload exceeds the maximum allowed object size"));
+            }
+            md5.update(&bytes);
+            if let Some(h) = hasher.as_mut() {
+                h.update(&bytes);
+            }
+            buf.extend_from_slice(&bytes);
+        }
+        // Inline: the whole body fit under the threshold.
+        if chunk_done && target.allow_inline && offset == 0 && buf.len() <= super::INLINE_MAX {
+            return Ok(Stored {
+                size,
+                md5: md5_bytes(md5),
+                checksum: hasher.map(Hasher::finalize),
+                inline: Some(buf.to_vec()),
+                first_block: None,
+            });
+        }
+        while buf.len() >= block_size || (chunk_done && !buf.is_empty()) {
+            let take = buf.len().min(block_size);
+            let data = buf.split_to(take).freeze();
+            let pos = BlockPos { part: target.part, offset };
+            offset += data.len() as u64;
+            in_flight.push_back(tokio::spawn(store_chunk(Arc::clone(target.model), target.version, pos, data)));
+            if in_flight.len() >= IN_FLIGHT {
+                if let Some(done) = in_flight.next().await {
+                    blocks.push(done.map_err(|e| S3Error::internal_error(e))??);
+                }
+            }
+        }
+        if chunk_done {
+            break;
+        }
+    }
+    while let Some(done) = in_flight.next().await {
+        blocks.push(done.map_err(|e| S3Error::internal_error(e))??);
+    }
+    Ok(Stored {
+        size,
+        md5: md5_bytes(md5),
+        checksum: hasher.map(Hasher::finalize),
+        inline: None,
+        first_block: blocks.iter().min_by_key(|(pos, _)| *pos).map(|(_, b): &(BlockPos, VersionBlock)| b.hash),
+    })
+}

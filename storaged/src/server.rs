@@ -1,0 +1,197 @@
+//! Wires the daemon together: opens the model, starts background workers, serves S3 and
+//! admin over hyper, and shuts down cleanly on SIGTERM / Ctrl-C (accepting stops, requests
+//! in flight finish, so no acknowledged write is lost on the way down).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use crate::admin::metrics::{Metrics, RequestLabels};
+use crate::admin::{self, AdminState};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::model::Model;
+
+/// Largest request head (request line + headers) a client may send.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// How long in-flight requests get to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// The node id, created once and kept in the metadata directory.
+fn node_id(config: &Config) -> Result<String> {
+    let path = config.metadata_dir.join("node_id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+        _ => {
+            std::fs::create_dir_all(&config.metadata_dir)?;
+            let id = hex::encode(rand::random::<[u8; 32]>());
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, &id)?;
+            std::fs::rename(&tmp, &path)?;
+            Ok(id)
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::Config(format!("{what}: cannot listen on {addr}: {e}")))
+}
+
+fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(config.limits.header_read_timeout_secs))
+        .max_buf_size(MAX_HEADER_BYTES);
+    b.http2().timer(TokioTimer::new());
+    b
+}
+
+/// Accepts connections until `shutdown` flips, at most `max_conns` at once.
+async fn serve<S, F>(
+    listener: TcpListener,
+    builder: auto::Builder<TokioExecutor>,
+    max_conns: usize,
+    mut shutdown: watch::Receiver<bool>,
+    make: S,
+) where
+    S: Fn() -> F,
+    F: hyper::service::Service<hyper::Request<Incoming>, Response = hyper::Response<s3s::Body>, Error = std::convert::Infallible>
+        + Send
+        + 'static,
+    F::Future: Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(max_conns));
+    loop {
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { break };
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.changed() => break,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let _ = stream.set_nodelay(true);
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), make());
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+/// Runs the daemon until `stop` resolves.
+pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<()> {
+    let model = Model::open(&config)?;
+    let node_id = node_id(&config)?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    model.spawn_workers(&shutdown_rx);
+    tokio::spawn(
+        Arc::clone(&model.blocks)
+            .run_gc_worker(Duration::from_secs(config.background.gc_interval_secs.max(1)), shutdown_rx.clone()),
+    );
+    let metrics = Arc::new(Metrics::new());
+
+    let s3_listener = bind(config.s3_api.api_bind_addr, "s3_api.api_bind_addr").await?;
+    let admin_listener = bind(config.admin.api_bind_addr, "admin.api_bind_addr").await?;
+    let s3 = crate::s3::service(Arc::clone(&model), &config)?;
+    tracing::info!(
+        node = %&node_id[..16],
+        s3 = %config.s3_api.api_bind_addr,
+        admin = %config.admin.api_bind_addr,
+        "storaged serving"
+    );
+
+    let m = Arc::clone(&metrics);
+    let s3_task = tokio::spawn(serve(
+        s3_listener,
+        http_builder(&config),
+        config.limits.max_connections,
+        shutdown_rx.clone(),
+        move || {
+            let s3 = s3.clone();
+            let m = Arc::clone(&m);
+            service_fn(move |req: hyper::Request<Incoming>| {
+                let s3 = s3.clone();
+                let m = Arc::clone(&m);
+                async move {
+                    let start = Instant::now();
+                    let method = req.method().to_string();
+                    let resp = match s3.call(req.map(s3s::Body::from)).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::warn!(error = ?e, "S3 request failed");
+                            let mut r = hyper::Response::new(s3s::Body::empty());
+                            *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                            r
+                        }
+                    };
+                    m.s3_duration.observe(start.elapsed().as_secs_f64());
+                    let status = format!("{}xx", resp.status().as_u16() / 100);
+                    m.s3_requests.get_or_create(&RequestLabels { method, status }).inc();
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
+            })
+        },
+    ));
+
+    let state = Arc::new(AdminState { model: Arc::clone(&model), config: config.clone(), metrics, node_id });
+    let admin_task = tokio::spawn(serve(
+        admin_listener,
+        http_builder(&config),
+        64,
+        shutdown_rx.clone(),
+        move || {
+            let state = Arc::clone(&state);
+            service_fn(move |req| {
+                let state = Arc::clone(&state);
+                async move {
+                    let r = admin::handle(state, req).await?;
+                    Ok::<_, std::convert::Infallible>(r.map(s3s::Body::http_body))
+                }
+            })
+        },
+    ));
+
+    stop.await;
+    tracing::info!("shutting down: finishing requests in flight");
+    let _ = shutdown_tx.send(true);
+    let _ = s3_task.await;
+    let _ = admin_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}

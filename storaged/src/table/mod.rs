@@ -1,0 +1,226 @@
+//! Generic tables of CRDT entries stored in redb.
+//!
+//! Every piece of metadata (buckets, keys, objects, versions, block references, uploads) is
+//! a [`TableSchema`]: a partition key that places it, a sort key that orders it inside its
+//! partition, and an entry that merges as a CRDT. A [`Table`] stores entries under
+//! `blake3(partition key) ++ sort key`, merges every insert with what is stored, and runs the
+//! schema's `updated` hook in the same redb transaction. Hooks that must change *other*
+//! tables write to a durable insert queue ([`UpdateTx::queue_insert`]) drained by a worker,
+//! so that the cluster layer can later route those inserts to the nodes that own them.
+//!
+//! Today every partition is local; replication (quorum writes, read repair, anti-entropy)
+//! plugs in behind [`Table::insert_many`] / [`Table::get`] without changing their callers.
+
+mod db;
+mod schema;
+
+pub use db::{Db, UpdateTx};
+pub use schema::{EmptyKey, Entry, PartitionKey, SortKey, TableSchema};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redb::{ReadableTable, TableDefinition};
+use tokio::sync::watch;
+
+use crate::error::Result;
+use crate::util::crdt::Crdt;
+use crate::util::encode::{decode, encode};
+use crate::util::id::Hash;
+
+/// Where a range read starts inside a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RangeStart {
+    /// From the first entry.
+    First,
+    /// From this sort key, inclusive.
+    From(Vec<u8>),
+}
+
+/// A replicated table of `F::E` entries.
+pub struct Table<F: TableSchema> {
+    /// The schema, with whatever handles its hooks need.
+    pub schema: F,
+    db: Db,
+}
+
+/// The redb table holding `F`'s entries.
+fn definition<F: TableSchema>() -> TableDefinition<'static, &'static [u8], &'static [u8]> {
+    TableDefinition::new(F::TABLE_NAME)
+}
+
+/// `blake3(partition) ++ sort`.
+pub(crate) fn storage_key(partition: &Hash, sort: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(32 + sort.len());
+    k.extend_from_slice(partition.as_bytes());
+    k.extend_from_slice(sort);
+    k
+}
+
+/// The smallest key greater than every key starting with `prefix` (`None`: no such key).
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+impl<F: TableSchema> Table<F> {
+    /// Opens (creating if needed) the table in `db`.
+    pub fn open(schema: F, db: Db) -> Result<Arc<Self>> {
+        db.create_table(definition::<F>())?;
+        Ok(Arc::new(Self { schema, db }))
+    }
+
+    /// Merges `entry` into the table.
+    pub async fn insert(self: &Arc<Self>, entry: &F::E) -> Result<()> {
+        self.insert_many(vec![entry.clone()]).await
+    }
+
+    /// Merges every entry, in one transaction.
+    pub async fn insert_many(self: &Arc<Self>, entries: Vec<F::E>) -> Result<()> {
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || this.apply_local(&entries)).await?
+    }
+
+    fn apply_local(&self, entries: &[F::E]) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        let mut changes = Vec::new();
+        {
+            let mut table = txn.open_table(definition::<F>())?;
+            for entry in entries {
+                let key = storage_key(&entry.partition_key().hash(), &entry.sort_key().sort_key());
+                let old: Option<F::E> = match table.get(key.as_slice())? {
+                    Some(v) => Some(decode(v.value())?),
+                    None => None,
+                };
+                let mut new = old.clone().unwrap_or_else(|| entry.clone());
+                new.merge(entry);
+                if old.as_ref() != Some(&new) {
+                    table.insert(key.as_slice(), encode(&new)?.as_slice())?;
+                    changes.push((old, new));
+                }
+            }
+        }
+        let mut utx = UpdateTx::new(&txn);
+        for (old, new) in &changes {
+            self.schema.updated(&mut utx, old.as_ref(), Some(new))?;
+        }
+        let queued = utx.queued();
+        txn.commit()?;
+        if queued {
+            self.db.notify_queue();
+        }
+        Ok(())
+    }
+
+    /// The entry at (`partition`, `sort`), if any.
+    pub async fn get(self: &Arc<Self>, partition: &F::P, sort: &F::S) -> Result<Option<F::E>> {
+        let key = storage_key(&partition.hash(), &sort.sort_key());
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || -> Result<Option<F::E>> {
+            let txn = this.db.begin_read()?;
+            let table = txn.open_table(definition::<F>())?;
+            match table.get(key.as_slice())? {
+                Some(v) => Ok(Some(decode(v.value())?)),
+                None => Ok(None),
+            }
+        })
+        .await?
+    }
+
+    /// Up to `limit` entries of one partition in sort-key order from `start`, keeping those
+    /// that match `filter`.
+    pub async fn get_range(
+        self: &Arc<Self>,
+        partition: &F::P,
+        start: RangeStart,
+        filter: Option<F::Filter>,
+        limit: usize,
+    ) -> Result<Vec<F::E>> {
+        let prefix = partition.hash();
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let begin = match &start {
+                RangeStart::First => storage_key(&prefix, &[]),
+                RangeStart::From(s) => storage_key(&prefix, s),
+            };
+            let end = prefix_end(prefix.as_bytes());
+            this.scan(&begin, end.as_deref(), filter.as_ref(), limit)
+        })
+        .await?
+    }
+
+    /// Every entry of the table matching `filter` (admin listings; all partitions are local).
+    pub async fn get_all(self: &Arc<Self>, filter: Option<F::Filter>) -> Result<Vec<F::E>> {
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || this.scan(&[], None, filter.as_ref(), usize::MAX))
+            .await?
+    }
+
+    fn scan(
+        &self,
+        begin: &[u8],
+        end: Option<&[u8]>,
+        filter: Option<&F::Filter>,
+        limit: usize,
+    ) -> Result<Vec<F::E>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(definition::<F>())?;
+        let iter = match end {
+            Some(end) => table.range::<&[u8]>(begin..end)?,
+            None => table.range::<&[u8]>(begin..)?,
+        };
+        let mut out = Vec::new();
+        for item in iter {
+            if out.len() >= limit {
+                break;
+            }
+            let (_, v) = item?;
+            let entry: F::E = decode(v.value())?;
+            if filter.is_none_or(|f| F::matches_filter(&entry, f)) {
+                out.push(entry);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drains this table's part of the insert queue until `shutdown` flips.
+    pub async fn run_queue_worker(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let notified = self.db.queue_notified();
+            match self.drain_queue_once().await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(table = F::TABLE_NAME, error = %e, "insert queue"),
+            }
+            tokio::select! {
+                () = notified => {}
+                () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Moves one batch of queued entries into the table; `true` if it did any work.
+    async fn drain_queue_once(self: &Arc<Self>) -> Result<bool> {
+        let db = self.db.clone();
+        let batch = tokio::task::spawn_blocking(move || db.queue_batch(F::TABLE_NAME, 256))
+            .await??;
+        if batch.is_empty() {
+            return Ok(false);
+        }
+        let entries = batch
+            .iter()
+            .map(|(_, v)| decode::<F::E>(v))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        self.insert_many(entries).await?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.queue_remove(&batch)).await??;
+        Ok(true)
+    }
+}

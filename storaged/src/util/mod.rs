@@ -1,0 +1,6 @@
+//! Small shared vocabulary: identifiers, time, CRDT primitives and record encoding.
+
+pub mod crdt;
+pub mod encode;
+pub mod id;
+pub mod time;
