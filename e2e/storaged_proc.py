@@ -200,6 +200,7 @@ class Storaged:
         self.proc: subprocess.Popen | None = None
         self.log_path = workdir / f"{name}.log"
         self.starts = 0
+        self.extra_env: dict[str, str] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -211,6 +212,7 @@ class Storaged:
         env = clean_env()
         env.setdefault("RUST_LOG", "info")
         env.setdefault("RUST_BACKTRACE", "1")
+        env.update(self.extra_env)
         self.proc = subprocess.Popen(
             [str(self.binary), *self.args],
             stdout=log,
@@ -383,6 +385,7 @@ def render_toml(settings: dict[str, object]) -> str:
         s = str(v).replace("\\", "\\\\").replace('"', '\\"')
         return f'"{s}"'
 
+    settings = {k: v for k, v in settings.items() if v is not None}  # None: leave the key out
     top = [f"{k} = {val(v)}" for k, v in settings.items() if "." not in k]
     sections: dict[str, list[str]] = {}
     for k, v in settings.items():
