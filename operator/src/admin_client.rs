@@ -15,8 +15,7 @@ use storaged_api::{
     ApplyLayoutResponse, BucketInfo, BucketSummary, ClusterHealth, ClusterStatus,
     CreateBucketRequest, CreateKeyRequest, ErrorResponse, ImportKeyRequest, KeyInfo, KeySummary,
     LayoutInfo, LayoutVersionRequest, PermissionRequest, StageLayoutRequest, UpdateBucketRequest,
-    UpdateKeyRequest,
-    paths,
+    UpdateKeyRequest, paths,
 };
 use tower::{Service, ServiceExt, util::BoxCloneSyncService};
 
@@ -120,7 +119,11 @@ pub fn http_transport() -> Transport {
 impl AdminClient {
     /// A client for `endpoint` (e.g. `http://c-peers.ns.svc.cluster.local:3903`).
     #[must_use]
-    pub fn new(endpoint: impl Into<String>, token: impl Into<String>, transport: Transport) -> Self {
+    pub fn new(
+        endpoint: impl Into<String>,
+        token: impl Into<String>,
+        transport: Transport,
+    ) -> Self {
         Self {
             endpoint: endpoint.into().trim_end_matches('/').to_owned(),
             token: token.into(),
@@ -161,9 +164,9 @@ impl AdminClient {
         body: Option<&B>,
     ) -> Result<Bytes, AdminError> {
         let payload = match body {
-            Some(b) => Bytes::from(
-                serde_json::to_vec(b).map_err(|e| AdminError::Request(e.to_string()))?,
-            ),
+            Some(b) => {
+                Bytes::from(serde_json::to_vec(b).map_err(|e| AdminError::Request(e.to_string()))?)
+            }
             None => Bytes::new(),
         };
         let req = Request::builder()
@@ -175,7 +178,10 @@ impl AdminClient {
             .map_err(|e| AdminError::Request(e.to_string()))?;
         let mut svc = self.transport.clone();
         let fut = async {
-            let svc = svc.ready().await.map_err(|e| AdminError::Transport(e.to_string()))?;
+            let svc = svc
+                .ready()
+                .await
+                .map_err(|e| AdminError::Transport(e.to_string()))?;
             svc.call(req)
                 .await
                 .map_err(|e| AdminError::Transport(e.to_string()))
@@ -198,7 +204,8 @@ impl AdminClient {
 
     /// `GET /v1/health`: replication health, including partitions not fully replicated.
     pub async fn health(&self) -> Result<ClusterHealth, AdminError> {
-        self.call::<(), _>(Method::GET, paths::HEALTH_V1, None).await
+        self.call::<(), _>(Method::GET, paths::HEALTH_V1, None)
+            .await
     }
 
     /// `GET /v1/layout`.
@@ -208,7 +215,8 @@ impl AdminClient {
 
     /// `POST /v1/layout/stage`.
     pub async fn stage_layout(&self, req: &StageLayoutRequest) -> Result<LayoutInfo, AdminError> {
-        self.call(Method::POST, paths::LAYOUT_STAGE, Some(req)).await
+        self.call(Method::POST, paths::LAYOUT_STAGE, Some(req))
+            .await
     }
 
     /// `POST /v1/layout/apply` with the expected next version.
@@ -257,7 +265,11 @@ impl AdminClient {
     }
 
     /// `POST /v1/keys/{id}`: rename or change the bucket-creation right.
-    pub async fn update_key(&self, id: &str, req: &UpdateKeyRequest) -> Result<KeyInfo, AdminError> {
+    pub async fn update_key(
+        &self,
+        id: &str,
+        req: &UpdateKeyRequest,
+    ) -> Result<KeyInfo, AdminError> {
         self.call(Method::POST, &paths::key(&encode_query(id)), Some(req))
             .await
     }
@@ -370,10 +382,12 @@ mod tests {
     use super::*;
 
     fn fixed(status: u16, body: &'static str) -> Transport {
-        BoxCloneSyncService::new(tower::service_fn(move |req: Request<Full<Bytes>>| {
-            async move {
+        BoxCloneSyncService::new(tower::service_fn(
+            move |req: Request<Full<Bytes>>| async move {
                 assert_eq!(
-                    req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes()),
+                    req.headers()
+                        .get(header::AUTHORIZATION)
+                        .map(|v| v.as_bytes()),
                     Some(&b"Bearer tok"[..])
                 );
                 Ok::<_, BoxError>(
@@ -382,8 +396,8 @@ mod tests {
                         .body(Bytes::from_static(body.as_bytes()))
                         .expect("response"),
                 )
-            }
-        }))
+            },
+        ))
     }
 
     #[tokio::test]
@@ -391,7 +405,10 @@ mod tests {
         let c = AdminClient::new(
             "http://x:3903/",
             "tok",
-            fixed(501, r#"{"code":"NotImplemented","message":"layout not yet"}"#),
+            fixed(
+                501,
+                r#"{"code":"NotImplemented","message":"layout not yet"}"#,
+            ),
         );
         let err = c.layout().await.expect_err("501");
         assert!(err.is_not_implemented(), "{err}");
@@ -406,12 +423,18 @@ mod tests {
             fixed(404, r#"{"code":"NoSuchBucket","message":"no"}"#),
         );
         assert_eq!(c.bucket("abc").await.expect("ok"), None);
-        c.delete_bucket("abc", false).await.expect("absent is deleted");
+        c.delete_bucket("abc", false)
+            .await
+            .expect("absent is deleted");
     }
 
     #[tokio::test]
     async fn non_json_errors_are_bounded() {
-        let c = AdminClient::new("http://x:3903", "tok", fixed(502, "<html>bad gateway</html>"));
+        let c = AdminClient::new(
+            "http://x:3903",
+            "tok",
+            fixed(502, "<html>bad gateway</html>"),
+        );
         let err = c.health().await.expect_err("502");
         assert_eq!(err.status(), Some(502));
     }

@@ -9,12 +9,14 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
-use storaged_api::{BucketInfo, CreateBucketRequest, PermissionRequest, Permissions, Quotas, UpdateBucketRequest};
+use storaged_api::{
+    BucketInfo, CreateBucketRequest, PermissionRequest, Permissions, Quotas, UpdateBucketRequest,
+};
 
 use crate::context::{Context, field_manager, object_key};
-use crate::credentials::{self, ClusterAccess};
 use crate::crd::common::{condition, make_condition};
 use crate::crd::{Bucket, BucketStatus, DeletionPolicy};
+use crate::credentials::{self, ClusterAccess};
 use crate::resources::quantity;
 use crate::{Error, Result};
 
@@ -35,7 +37,9 @@ pub const REASON_NOT_EMPTY: &str = "BucketNotEmpty";
 /// Entry point: metrics, finalizer, backoff bookkeeping.
 pub async fn reconcile(obj: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.start(CONTROLLER);
-    let ns = obj.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let ns = obj
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
     let api: Api<Bucket> = Api::namespaced(ctx.client.clone(), &ns);
     let key = object_key(obj.as_ref());
     let res = finalizer(&api, FINALIZER, obj, |ev| async {
@@ -62,7 +66,10 @@ pub fn error_policy(obj: Arc<Bucket>, err: &Error, ctx: Arc<Context>) -> Action 
 
 /// The `owner_tag` recorded on the bucket: the object's UID.
 fn owner_tag(b: &Bucket) -> Result<String> {
-    b.metadata.uid.clone().ok_or(Error::MissingField("metadata.uid"))
+    b.metadata
+        .uid
+        .clone()
+        .ok_or(Error::MissingField("metadata.uid"))
 }
 
 /// Whether a tag leaves the bucket free to adopt (never tagged, or released on Retain).
@@ -92,32 +99,53 @@ impl Bucket {
     /// Friendly name of the bucket's own key in storaged.
     #[must_use]
     pub fn key_name(&self) -> String {
-        format!("bucket/{}/{}", self.namespace().unwrap_or_default(), self.name_any())
+        format!(
+            "bucket/{}/{}",
+            self.namespace().unwrap_or_default(),
+            self.name_any()
+        )
     }
 
     async fn write_status(&self, ctx: &Context, status: BucketStatus) -> Result<()> {
-        let ns = self.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+        let ns = self
+            .namespace()
+            .ok_or(Error::MissingField("metadata.namespace"))?;
         let api: Api<Bucket> = Api::namespaced(ctx.client.clone(), &ns);
         let patch = serde_json::json!({
             "apiVersion": Bucket::api_version(&()),
             "kind": Bucket::kind(&()),
             "status": status,
         });
-        api.patch_status(&self.name_any(), &PatchParams::apply(field_manager()).force(), &Patch::Apply(&patch))
-            .await?;
+        api.patch_status(
+            &self.name_any(),
+            &PatchParams::apply(field_manager()).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
         Ok(())
     }
 
     /// A status with one verdict: `Ready` as given, `Progressing`/`Degraded` derived.
     fn status_with(&self, ready: bool, reason: &str, message: String) -> BucketStatus {
-        let prev = self.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+        let prev = self
+            .status
+            .as_ref()
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default();
         let g = self.metadata.generation;
         let mut s = self.status.clone().unwrap_or_default();
         let blocked = matches!(reason, REASON_NAME_TAKEN | REASON_NOT_EMPTY | "InvalidSpec");
         s.observed_generation = g;
         s.conditions = vec![
             make_condition(&prev, condition::READY, ready, reason, message.clone(), g),
-            make_condition(&prev, condition::PROGRESSING, !ready && !blocked, reason, message.clone(), g),
+            make_condition(
+                &prev,
+                condition::PROGRESSING,
+                !ready && !blocked,
+                reason,
+                message.clone(),
+                g,
+            ),
             make_condition(&prev, condition::DEGRADED, blocked, reason, message, g),
         ];
         s
@@ -125,37 +153,63 @@ impl Bucket {
 
     /// Creates or adopts the bucket, its key and Secret.
     pub async fn reconcile(&self, ctx: &Context) -> Result<Action> {
-        let ns = self.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
-        let Some(access) = credentials::cluster_access(ctx, &ns, &self.spec.cluster_ref).await? else {
-            let msg = format!("GarageCluster {ns}/{} not found", self.spec.cluster_ref.name);
-            self.write_status(ctx, self.status_with(false, "ClusterNotFound", msg)).await?;
+        let ns = self
+            .namespace()
+            .ok_or(Error::MissingField("metadata.namespace"))?;
+        let Some(access) = credentials::cluster_access(ctx, &ns, &self.spec.cluster_ref).await?
+        else {
+            let msg = format!(
+                "GarageCluster {ns}/{} not found",
+                self.spec.cluster_ref.name
+            );
+            self.write_status(ctx, self.status_with(false, "ClusterNotFound", msg))
+                .await?;
             return Ok(Action::requeue(REQUEUE_WAIT));
         };
         let quotas = match self.quotas() {
             Ok(q) => q,
             Err(e) => {
-                self.write_status(ctx, self.status_with(false, "InvalidSpec", e.to_string())).await?;
+                self.write_status(ctx, self.status_with(false, "InvalidSpec", e.to_string()))
+                    .await?;
                 return Ok(Action::await_change());
             }
         };
         let name = self.bucket_name();
         let tag = owner_tag(self)?;
         let info = match find_bucket(&access, &name).await? {
-            Some(info) if !is_free(info.owner_tag.as_ref()) && info.owner_tag.as_deref() != Some(tag.as_str()) => {
-                let msg = format!("bucket name {name:?} is owned by another Bucket object (UID {})", info.owner_tag.unwrap_or_default());
-                if self.status.as_ref().and_then(|s| crate::crd::common::find(&s.conditions, condition::READY)).is_none_or(|c| c.reason != REASON_NAME_TAKEN) {
-                    ctx.event(self, EventType::Warning, REASON_NAME_TAKEN, msg.clone()).await;
+            Some(info)
+                if !is_free(info.owner_tag.as_ref())
+                    && info.owner_tag.as_deref() != Some(tag.as_str()) =>
+            {
+                let msg = format!(
+                    "bucket name {name:?} is owned by another Bucket object (UID {})",
+                    info.owner_tag.unwrap_or_default()
+                );
+                if self
+                    .status
+                    .as_ref()
+                    .and_then(|s| crate::crd::common::find(&s.conditions, condition::READY))
+                    .is_none_or(|c| c.reason != REASON_NAME_TAKEN)
+                {
+                    ctx.event(self, EventType::Warning, REASON_NAME_TAKEN, msg.clone())
+                        .await;
                 }
-                self.write_status(ctx, self.status_with(false, REASON_NAME_TAKEN, msg)).await?;
+                self.write_status(ctx, self.status_with(false, REASON_NAME_TAKEN, msg))
+                    .await?;
                 return Ok(Action::requeue(REQUEUE));
             }
-            Some(info) if info.owner_tag.as_deref() != Some(tag.as_str()) || info.quotas != quotas => {
+            Some(info)
+                if info.owner_tag.as_deref() != Some(tag.as_str()) || info.quotas != quotas =>
+            {
                 access
                     .admin
-                    .update_bucket(&info.id, &UpdateBucketRequest {
-                        quotas: Some(quotas),
-                        owner_tag: Some(tag.clone()),
-                    })
+                    .update_bucket(
+                        &info.id,
+                        &UpdateBucketRequest {
+                            quotas: Some(quotas),
+                            owner_tag: Some(tag.clone()),
+                        },
+                    )
                     .await?
             }
             Some(info) => info,
@@ -168,7 +222,13 @@ impl Bucket {
                         owner_tag: Some(tag.clone()),
                     })
                     .await?;
-                ctx.event(self, EventType::Normal, "BucketCreated", format!("bucket {name} created")).await;
+                ctx.event(
+                    self,
+                    EventType::Normal,
+                    "BucketCreated",
+                    format!("bucket {name} created"),
+                )
+                .await;
                 created
             }
         };
@@ -178,10 +238,19 @@ impl Bucket {
         status.bucket_name = Some(name.clone());
         if self.spec.credentials.enabled {
             let secret_name = self.secret_name();
-            let creds = match credentials::ensure_key(ctx, &access.admin, self, &secret_name, &self.key_name()).await {
+            let creds = match credentials::ensure_key(
+                ctx,
+                &access.admin,
+                self,
+                &secret_name,
+                &self.key_name(),
+            )
+            .await
+            {
                 Ok(c) => c,
                 Err(Error::InvalidSpec(m)) => {
-                    self.write_status(ctx, self.status_with(false, "InvalidSpec", m)).await?;
+                    self.write_status(ctx, self.status_with(false, "InvalidSpec", m))
+                        .await?;
                     return Ok(Action::await_change());
                 }
                 Err(e) => return Err(e),
@@ -198,7 +267,8 @@ impl Bucket {
                     },
                 })
                 .await?;
-            let secret = credentials::credentials_secret(self, &secret_name, &creds, &access, Some(&name))?;
+            let secret =
+                credentials::credentials_secret(self, &secret_name, &creds, &access, Some(&name))?;
             credentials::apply_secret(ctx, &secret).await?;
             status.access_key_id = Some(creds.access_key_id);
             status.secret_name = Some(secret_name);
@@ -212,14 +282,19 @@ impl Bucket {
 
     /// Applies the deletion policy; an error keeps the finalizer (and the object).
     pub async fn cleanup(&self, ctx: &Context) -> Result<Action> {
-        let ns = self.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
-        let Some(access) = credentials::cluster_access(ctx, &ns, &self.spec.cluster_ref).await? else {
+        let ns = self
+            .namespace()
+            .ok_or(Error::MissingField("metadata.namespace"))?;
+        let Some(access) = credentials::cluster_access(ctx, &ns, &self.spec.cluster_ref).await?
+        else {
             // The cluster (and its data) is gone: nothing left to clean.
             return Ok(Action::await_change());
         };
         let tag = owner_tag(self)?;
         let info = find_bucket(&access, &self.bucket_name()).await?;
-        let ours = info.as_ref().filter(|i| i.owner_tag.as_deref() == Some(tag.as_str()));
+        let ours = info
+            .as_ref()
+            .filter(|i| i.owner_tag.as_deref() == Some(tag.as_str()));
 
         if let (Some(i), DeletionPolicy::Delete) = (ours, self.spec.deletion_policy)
             && (i.objects > 0 || i.unfinished_uploads > 0)
@@ -229,8 +304,10 @@ impl Bucket {
                 "bucket {} holds {} objects and {} unfinished uploads: deletion refused; empty it or set forceDelete",
                 i.name, i.objects, i.unfinished_uploads
             );
-            ctx.event(self, EventType::Warning, REASON_NOT_EMPTY, msg.clone()).await;
-            self.write_status(ctx, self.status_with(false, REASON_NOT_EMPTY, msg.clone())).await?;
+            ctx.event(self, EventType::Warning, REASON_NOT_EMPTY, msg.clone())
+                .await;
+            self.write_status(ctx, self.status_with(false, REASON_NOT_EMPTY, msg.clone()))
+                .await?;
             return Err(Error::Finalizer(msg));
         }
 
@@ -245,19 +322,37 @@ impl Bucket {
         if let Some(i) = ours {
             match self.spec.deletion_policy {
                 DeletionPolicy::Delete => {
-                    access.admin.delete_bucket(&i.id, self.spec.force_delete).await?;
-                    ctx.event(self, EventType::Normal, "BucketDeleted", format!("bucket {} deleted", i.name)).await;
+                    access
+                        .admin
+                        .delete_bucket(&i.id, self.spec.force_delete)
+                        .await?;
+                    ctx.event(
+                        self,
+                        EventType::Normal,
+                        "BucketDeleted",
+                        format!("bucket {} deleted", i.name),
+                    )
+                    .await;
                 }
                 DeletionPolicy::Retain => {
                     // Release the name so that a new Bucket object can adopt the data.
                     access
                         .admin
-                        .update_bucket(&i.id, &UpdateBucketRequest {
-                            quotas: None,
-                            owner_tag: Some(String::new()),
-                        })
+                        .update_bucket(
+                            &i.id,
+                            &UpdateBucketRequest {
+                                quotas: None,
+                                owner_tag: Some(String::new()),
+                            },
+                        )
                         .await?;
-                    ctx.event(self, EventType::Normal, "BucketRetained", format!("bucket {} retained", i.name)).await;
+                    ctx.event(
+                        self,
+                        EventType::Normal,
+                        "BucketRetained",
+                        format!("bucket {} retained", i.name),
+                    )
+                    .await;
                 }
             }
         }

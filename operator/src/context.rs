@@ -75,7 +75,10 @@ impl Context {
     /// Requeue delay after a failure of `key`: 5 s doubling up to 5 min.
     #[must_use]
     pub fn backoff(&self, key: &str) -> Duration {
-        let mut map = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = map.entry(key.to_owned()).or_insert(0);
         *n = n.saturating_add(1);
         Duration::from_secs(5u64.saturating_mul(1 << (*n - 1).min(6)).min(300))
@@ -83,7 +86,10 @@ impl Context {
 
     /// Forgets the failures of `key` after a successful reconcile.
     pub fn reset_backoff(&self, key: &str) {
-        let mut map = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.remove(key);
     }
 
@@ -107,7 +113,11 @@ impl Context {
             .ok_or_else(|| Error::NotReady(format!("Secret {ns}/{}", r.name)))?;
         let token = read_key(&secret, &r.key)
             .ok_or_else(|| Error::NotReady(format!("key {} in Secret {ns}/{}", r.key, r.name)))?;
-        Ok(AdminClient::new(self.admin_endpoint(cluster)?, token, self.admin_transport.clone()))
+        Ok(AdminClient::new(
+            self.admin_endpoint(cluster)?,
+            token,
+            self.admin_transport.clone(),
+        ))
     }
 
     /// Looks up the `GarageCluster` a Bucket or AccessKey refers to.

@@ -36,7 +36,8 @@ pub async fn run(ctx: Arc<Context>, namespaces: Vec<String>) {
         let ns = ns.as_deref();
         // Owned objects are filtered by label, so the operator does not cache every
         // Secret and ConfigMap of the cluster.
-        let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=garage-operator");
+        let owned =
+            watcher::Config::default().labels("app.kubernetes.io/managed-by=garage-operator");
         let clusters = Controller::new(api::<GarageCluster>(&ctx, ns), watcher::Config::default())
             .owns(api::<StatefulSet>(&ctx, ns), owned.clone())
             .owns(api::<Service>(&ctx, ns), owned.clone())

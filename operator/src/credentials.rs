@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::ByteString;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use storaged_api::{CreateKeyRequest, ImportKeyRequest};
@@ -42,7 +42,11 @@ pub struct ClusterAccess {
 }
 
 /// Resolves `cluster_ref` in `ns`; `Ok(None)` when the cluster does not exist.
-pub async fn cluster_access(ctx: &Context, ns: &str, cluster_ref: &ClusterRef) -> Result<Option<ClusterAccess>> {
+pub async fn cluster_access(
+    ctx: &Context,
+    ns: &str,
+    cluster_ref: &ClusterRef,
+) -> Result<Option<ClusterAccess>> {
     let Some(cluster) = ctx.cluster(ns, &cluster_ref.name).await? else {
         return Ok(None);
     };
@@ -95,7 +99,9 @@ pub async fn ensure_key<K: Resource<DynamicType = ()>>(
     secret_name: &str,
     key_name: &str,
 ) -> Result<KeyCredentials> {
-    let ns = owner.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let ns = owner
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     if let Some(existing) = api.get_opt(secret_name).await? {
         if !owned_by(&existing, owner) {
@@ -154,7 +160,9 @@ pub async fn key_id_from_secret<K: Resource<DynamicType = ()>>(
     owner: &K,
     secret_name: &str,
 ) -> Result<Option<String>> {
-    let ns = owner.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let ns = owner
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     Ok(api
         .get_opt(secret_name)
@@ -174,7 +182,10 @@ pub fn credentials_secret<K: Resource<DynamicType = ()>>(
 ) -> Result<Secret> {
     let mut data = BTreeMap::from([
         (keys::ACCESS_KEY_ID.to_owned(), creds.access_key_id.clone()),
-        (keys::SECRET_ACCESS_KEY.to_owned(), creds.secret_access_key.clone()),
+        (
+            keys::SECRET_ACCESS_KEY.to_owned(),
+            creds.secret_access_key.clone(),
+        ),
         (keys::ENDPOINT_URL.to_owned(), access.s3_endpoint.clone()),
         (keys::REGION.to_owned(), access.region.clone()),
     ]);
@@ -207,11 +218,23 @@ pub fn credentials_secret<K: Resource<DynamicType = ()>>(
 
 /// Writes the credential Secret with server-side apply.
 pub async fn apply_secret(ctx: &Context, secret: &Secret) -> Result<()> {
-    let ns = secret.metadata.namespace.clone().ok_or(Error::MissingField("metadata.namespace"))?;
-    let name = secret.metadata.name.clone().ok_or(Error::MissingField("metadata.name"))?;
+    let ns = secret
+        .metadata
+        .namespace
+        .clone()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let name = secret
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::MissingField("metadata.name"))?;
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    api.patch(&name, &PatchParams::apply(field_manager()).force(), &Patch::Apply(secret))
-        .await?;
+    api.patch(
+        &name,
+        &PatchParams::apply(field_manager()).force(),
+        &Patch::Apply(secret),
+    )
+    .await?;
     Ok(())
 }
 

@@ -11,9 +11,9 @@ use kube::{Resource, ResourceExt};
 use storaged_api::{PermissionRequest, Permissions, UpdateKeyRequest};
 
 use crate::context::{Context, field_manager, object_key};
-use crate::credentials;
 use crate::crd::common::{condition, make_condition};
 use crate::crd::{AccessKey, AccessKeyStatus, Bucket};
+use crate::credentials;
 use crate::{Error, Result};
 
 /// Controller name in metrics and logs.
@@ -26,7 +26,9 @@ const REQUEUE_WAIT: Duration = Duration::from_secs(15);
 /// Entry point: metrics, finalizer, backoff bookkeeping.
 pub async fn reconcile(obj: Arc<AccessKey>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.start(CONTROLLER);
-    let ns = obj.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let ns = obj
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
     let api: Api<AccessKey> = Api::namespaced(ctx.client.clone(), &ns);
     let key = object_key(obj.as_ref());
     let res = finalizer(&api, FINALIZER, obj, |ev| async {
@@ -55,53 +57,85 @@ impl AccessKey {
     /// Friendly name of the key in storaged.
     #[must_use]
     pub fn key_name(&self) -> String {
-        format!("accesskey/{}/{}", self.namespace().unwrap_or_default(), self.name_any())
+        format!(
+            "accesskey/{}/{}",
+            self.namespace().unwrap_or_default(),
+            self.name_any()
+        )
     }
 
     fn status_with(&self, ready: bool, reason: &str, message: String) -> AccessKeyStatus {
-        let prev = self.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+        let prev = self
+            .status
+            .as_ref()
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default();
         let g = self.metadata.generation;
         let mut s = self.status.clone().unwrap_or_default();
         let blocked = reason == "InvalidSpec";
         s.observed_generation = g;
         s.conditions = vec![
             make_condition(&prev, condition::READY, ready, reason, message.clone(), g),
-            make_condition(&prev, condition::PROGRESSING, !ready && !blocked, reason, message.clone(), g),
+            make_condition(
+                &prev,
+                condition::PROGRESSING,
+                !ready && !blocked,
+                reason,
+                message.clone(),
+                g,
+            ),
             make_condition(&prev, condition::DEGRADED, blocked, reason, message, g),
         ];
         s
     }
 
     async fn write_status(&self, ctx: &Context, status: AccessKeyStatus) -> Result<()> {
-        let ns = self.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+        let ns = self
+            .namespace()
+            .ok_or(Error::MissingField("metadata.namespace"))?;
         let api: Api<AccessKey> = Api::namespaced(ctx.client.clone(), &ns);
         let patch = serde_json::json!({
             "apiVersion": AccessKey::api_version(&()),
             "kind": AccessKey::kind(&()),
             "status": status,
         });
-        api.patch_status(&self.name_any(), &PatchParams::apply(field_manager()).force(), &Patch::Apply(&patch))
-            .await?;
+        api.patch_status(
+            &self.name_any(),
+            &PatchParams::apply(field_manager()).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
         Ok(())
     }
 
     /// Ensures the key, its rights and its Secret.
     pub async fn reconcile(&self, ctx: &Context) -> Result<Action> {
-        let ns = self.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
-        let Some(access) = credentials::cluster_access(ctx, &ns, &self.spec.cluster_ref).await? else {
-            let msg = format!("GarageCluster {ns}/{} not found", self.spec.cluster_ref.name);
-            self.write_status(ctx, self.status_with(false, "ClusterNotFound", msg)).await?;
+        let ns = self
+            .namespace()
+            .ok_or(Error::MissingField("metadata.namespace"))?;
+        let Some(access) = credentials::cluster_access(ctx, &ns, &self.spec.cluster_ref).await?
+        else {
+            let msg = format!(
+                "GarageCluster {ns}/{} not found",
+                self.spec.cluster_ref.name
+            );
+            self.write_status(ctx, self.status_with(false, "ClusterNotFound", msg))
+                .await?;
             return Ok(Action::requeue(REQUEUE_WAIT));
         };
         let secret_name = self.secret_name();
-        let creds = match credentials::ensure_key(ctx, &access.admin, self, &secret_name, &self.key_name()).await {
-            Ok(c) => c,
-            Err(Error::InvalidSpec(m)) => {
-                self.write_status(ctx, self.status_with(false, "InvalidSpec", m)).await?;
-                return Ok(Action::await_change());
-            }
-            Err(e) => return Err(e),
-        };
+        let creds =
+            match credentials::ensure_key(ctx, &access.admin, self, &secret_name, &self.key_name())
+                .await
+            {
+                Ok(c) => c,
+                Err(Error::InvalidSpec(m)) => {
+                    self.write_status(ctx, self.status_with(false, "InvalidSpec", m))
+                        .await?;
+                    return Ok(Action::await_change());
+                }
+                Err(e) => return Err(e),
+            };
         // The Secret first: from here on the key is recoverable whatever fails next.
         let secret = credentials::credentials_secret(self, &secret_name, &creds, &access, None)?;
         credentials::apply_secret(ctx, &secret).await?;
@@ -114,10 +148,13 @@ impl AccessKey {
         if info.allow_create_bucket != self.spec.allow_create_bucket {
             access
                 .admin
-                .update_key(&info.access_key_id, &UpdateKeyRequest {
-                    name: None,
-                    allow_create_bucket: Some(self.spec.allow_create_bucket),
-                })
+                .update_key(
+                    &info.access_key_id,
+                    &UpdateKeyRequest {
+                        name: None,
+                        allow_create_bucket: Some(self.spec.allow_create_bucket),
+                    },
+                )
                 .await?;
         }
 
@@ -133,11 +170,14 @@ impl AccessKey {
                 .and_then(|b| b.status.and_then(|s| s.bucket_id));
             match id {
                 Some(id) => {
-                    wanted.insert(id, Permissions {
-                        read: p.read,
-                        write: p.write,
-                        owner: p.owner,
-                    });
+                    wanted.insert(
+                        id,
+                        Permissions {
+                            read: p.read,
+                            write: p.write,
+                            owner: p.owner,
+                        },
+                    );
                 }
                 None => waiting.push(p.bucket_ref.name.clone()),
             }
@@ -184,20 +224,35 @@ impl AccessKey {
         }
 
         let mut status = if waiting.is_empty() {
-            self.status_with(true, "KeyReady", format!("key {} ready", creds.access_key_id))
+            self.status_with(
+                true,
+                "KeyReady",
+                format!("key {} ready", creds.access_key_id),
+            )
         } else {
-            self.status_with(false, "WaitingForBucket", format!("Buckets not ready: {}", waiting.join(", ")))
+            self.status_with(
+                false,
+                "WaitingForBucket",
+                format!("Buckets not ready: {}", waiting.join(", ")),
+            )
         };
         status.access_key_id = Some(creds.access_key_id);
         status.secret_name = Some(secret_name);
         self.write_status(ctx, status).await?;
-        Ok(Action::requeue(if waiting.is_empty() { REQUEUE } else { REQUEUE_WAIT }))
+        Ok(Action::requeue(if waiting.is_empty() {
+            REQUEUE
+        } else {
+            REQUEUE_WAIT
+        }))
     }
 
     /// Deletes the key from storaged; its Secret is garbage-collected with this object.
     pub async fn cleanup(&self, ctx: &Context) -> Result<Action> {
-        let ns = self.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
-        let Some(access) = credentials::cluster_access(ctx, &ns, &self.spec.cluster_ref).await? else {
+        let ns = self
+            .namespace()
+            .ok_or(Error::MissingField("metadata.namespace"))?;
+        let Some(access) = credentials::cluster_access(ctx, &ns, &self.spec.cluster_ref).await?
+        else {
             return Ok(Action::await_change());
         };
         let id = match self.status.as_ref().and_then(|s| s.access_key_id.clone()) {

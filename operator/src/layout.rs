@@ -8,7 +8,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use storaged_api::{ClusterHealth, ClusterStatus, LayoutInfo, NodeInfo, NodeRole, StagedRoleChange};
+use storaged_api::{
+    ClusterHealth, ClusterStatus, LayoutInfo, NodeInfo, NodeRole, StagedRoleChange,
+};
 
 /// What the spec wants of one zone.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +102,8 @@ pub fn plan(
         let wanted = target.filter(|t| ordinal < t.replicas);
         let live = nodes.iter().find(|n| n.is_up).or(nodes.first()).copied();
         for n in nodes {
-            let is_ghost = nodes.len() > 1 && !n.is_up && live.is_some_and(|l| l.node_id != n.node_id);
+            let is_ghost =
+                nodes.len() > 1 && !n.is_up && live.is_some_and(|l| l.node_id != n.node_id);
             let current = effective_role(layout, &n.node_id);
             match (wanted, is_ghost) {
                 (Some(t), false) => {
@@ -124,7 +127,9 @@ pub fn plan(
                             role: None,
                         });
                     }
-                    if !is_ghost && (current.is_some() || applied_role(layout, &n.node_id).is_some()) {
+                    if !is_ghost
+                        && (current.is_some() || applied_role(layout, &n.node_id).is_some())
+                    {
                         out.draining.insert(zone.to_owned());
                     }
                 }

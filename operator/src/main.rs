@@ -17,7 +17,11 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 #[derive(Parser, Debug)]
-#[command(name = "operator", version, about = "Kubernetes operator for storaged clusters")]
+#[command(
+    name = "operator",
+    version,
+    about = "Kubernetes operator for storaged clusters"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
@@ -113,7 +117,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         controller: operator::resources::names::MANAGER.to_owned(),
         instance: Some(identity.clone()),
     };
-    let mut ctx = Context::new(client.clone(), operator::admin_client::http_transport(), reporter);
+    let mut ctx = Context::new(
+        client.clone(),
+        operator::admin_client::http_transport(),
+        reporter,
+    );
     ctx.render.cluster_domain = args.cluster_domain.clone();
     ctx.admin_endpoint_override = args.admin_endpoint_override.clone();
     let ctx = Arc::new(ctx);
@@ -192,10 +200,15 @@ async fn serve_http(
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let registry = registry.clone();
                 let ready = *ready.borrow();
-                async move { Ok::<_, std::convert::Infallible>(respond(req.uri().path(), &registry, ready)) }
+                async move {
+                    Ok::<_, std::convert::Infallible>(respond(req.uri().path(), &registry, ready))
+                }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await {
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await
+            {
                 tracing::debug!(error = %e, "http connection");
             }
         });

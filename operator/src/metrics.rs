@@ -52,7 +52,11 @@ impl Metrics {
     pub fn register(&self, registry: &mut Registry) {
         let sub = registry.sub_registry_with_prefix("garage_operator");
         sub.register("reconciles", "Reconciles started", self.reconciles.clone());
-        sub.register("reconcile_failures", "Reconciles that failed", self.failures.clone());
+        sub.register(
+            "reconcile_failures",
+            "Reconciles that failed",
+            self.failures.clone(),
+        );
         sub.register(
             "reconcile_duration_seconds",
             "Time spent in one reconcile",

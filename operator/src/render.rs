@@ -19,14 +19,20 @@ pub const PLACEHOLDER_UID: &str = "00000000-0000-0000-0000-000000000000";
 pub fn render_manifest(manifest: &str, opts: &RenderOptions) -> Result<String> {
     let mut out = String::new();
     for doc in split_documents(manifest) {
-        let value: serde_json::Value = serde_saphyr::from_str(doc)
-            .map_err(|e| Error::InvalidSpec(format!("YAML: {e}")))?;
+        let value: serde_json::Value =
+            serde_saphyr::from_str(doc).map_err(|e| Error::InvalidSpec(format!("YAML: {e}")))?;
         if value.get("kind").and_then(|k| k.as_str()) != Some("GarageCluster") {
             continue;
         }
         let mut cluster: GarageCluster = serde_json::from_value(value)?;
-        cluster.metadata.namespace.get_or_insert_with(|| "default".to_owned());
-        cluster.metadata.uid.get_or_insert_with(|| PLACEHOLDER_UID.to_owned());
+        cluster
+            .metadata
+            .namespace
+            .get_or_insert_with(|| "default".to_owned());
+        cluster
+            .metadata
+            .uid
+            .get_or_insert_with(|| PLACEHOLDER_UID.to_owned());
         let objs = resources::desired(&cluster, opts, &BTreeMap::new())?;
         push(&mut out, &objs.config_map)?;
         push(&mut out, &objs.peers_service)?;
@@ -50,7 +56,8 @@ pub fn render_manifest(manifest: &str, opts: &RenderOptions) -> Result<String> {
 }
 
 fn push<T: Serialize>(out: &mut String, obj: &T) -> Result<()> {
-    let yaml = serde_saphyr::to_string(obj).map_err(|e| Error::InvalidSpec(format!("YAML: {e}")))?;
+    let yaml =
+        serde_saphyr::to_string(obj).map_err(|e| Error::InvalidSpec(format!("YAML: {e}")))?;
     out.push_str("---\n");
     out.push_str(&yaml);
     Ok(())
@@ -71,6 +78,9 @@ pub fn split_documents(text: &str) -> Vec<&str> {
     }
     docs.push(&text[start..]);
     docs.into_iter()
-        .filter(|d| d.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')))
+        .filter(|d| {
+            d.lines()
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        })
         .collect()
 }

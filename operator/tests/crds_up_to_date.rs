@@ -27,6 +27,10 @@ fn crd_files_are_up_to_date() {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| n.ends_with(".yaml") && !files.iter().any(|(f, _)| f == n))
             .collect();
-        assert!(extra.is_empty(), "stale CRD files in {}: {extra:?}", dir.display());
+        assert!(
+            extra.is_empty(),
+            "stale CRD files in {}: {extra:?}",
+            dir.display()
+        );
     }
 }

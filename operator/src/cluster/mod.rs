@@ -98,11 +98,17 @@ impl GarageCluster {
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(",");
-        let existing = sts_api.list(&ListParams::default().labels(&selector)).await?;
+        let existing = sts_api
+            .list(&ListParams::default().labels(&selector))
+            .await?;
         let mut current: BTreeMap<String, (i32, i32)> = BTreeMap::new();
         for s in &existing.items {
             if let Some(zone) = s.labels().get(names::ZONE_LABEL) {
-                let ready = s.status.as_ref().and_then(|st| st.ready_replicas).unwrap_or(0);
+                let ready = s
+                    .status
+                    .as_ref()
+                    .and_then(|st| st.ready_replicas)
+                    .unwrap_or(0);
                 current.insert(zone.clone(), (s.spec.replicas.unwrap_or(1), ready));
             }
         }
@@ -140,7 +146,8 @@ impl GarageCluster {
                             l.version,
                             plan.changes.len()
                         );
-                        ctx.event(self, EventType::Normal, "LayoutApplied", msg).await;
+                        ctx.event(self, EventType::Normal, "LayoutApplied", msg)
+                            .await;
                         layout_applied = Some(l.version);
                         a.layout = l;
                     }
@@ -223,7 +230,8 @@ impl GarageCluster {
                 "zones add up to {} nodes, fewer than replicationFactor {rf}: scale-down refused",
                 self.desired_nodes()
             );
-            ctx.event(self, EventType::Warning, status::REASON_BELOW_RF, msg).await;
+            ctx.event(self, EventType::Warning, status::REASON_BELOW_RF, msg)
+                .await;
         }
         let busy = status::is_true(&new_status, condition::PROGRESSING);
         let api: Api<GarageCluster> = Api::namespaced(client, &ns);
@@ -232,9 +240,17 @@ impl GarageCluster {
             "kind": GarageCluster::kind(&()),
             "status": new_status,
         });
-        api.patch_status(&name, &PatchParams::apply(field_manager()).force(), &Patch::Apply(&patch))
-            .await?;
-        Ok(Action::requeue(if busy { REQUEUE_BUSY } else { REQUEUE_IDLE }))
+        api.patch_status(
+            &name,
+            &PatchParams::apply(field_manager()).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+        Ok(Action::requeue(if busy {
+            REQUEUE_BUSY
+        } else {
+            REQUEUE_IDLE
+        }))
     }
 
     /// Creates generated Secrets that are absent; returns user-named Secrets that are
@@ -248,11 +264,16 @@ impl GarageCluster {
             if let (SecretSource::User(r), None) = (&src, &existing) {
                 missing.push(r.name.clone());
             }
-            if let Some(s) = secrets::to_create(self, which, existing.as_ref(), || which.new_value())?
+            if let Some(s) =
+                secrets::to_create(self, which, existing.as_ref(), || which.new_value())?
                 && ctx.create_if_absent(ns, &s).await?
             {
-                let msg = format!("generated Secret {}", s.metadata.name.clone().unwrap_or_default());
-                ctx.event(self, EventType::Normal, "SecretGenerated", msg).await;
+                let msg = format!(
+                    "generated Secret {}",
+                    s.metadata.name.clone().unwrap_or_default()
+                );
+                ctx.event(self, EventType::Normal, "SecretGenerated", msg)
+                    .await;
             }
         }
         Ok(missing)
@@ -260,17 +281,28 @@ impl GarageCluster {
 
     /// Per-zone targets: replicas from the spec (or the current size while a scale-down
     /// is refused), capacity from the override or the data volume size.
-    fn zone_targets(&self, current: &BTreeMap<String, (i32, i32)>, refused: bool) -> Result<Vec<ZoneTarget>> {
+    fn zone_targets(
+        &self,
+        current: &BTreeMap<String, (i32, i32)>,
+        refused: bool,
+    ) -> Result<Vec<ZoneTarget>> {
         self.spec
             .zones
             .iter()
             .map(|z| {
                 let q = z.capacity.as_ref().unwrap_or(&z.storage.data.size);
                 let capacity = quantity::to_bytes(&q.0).ok_or_else(|| {
-                    Error::InvalidSpec(format!("zone {}: capacity {:?} is not a byte quantity", z.name, q.0))
+                    Error::InvalidSpec(format!(
+                        "zone {}: capacity {:?} is not a byte quantity",
+                        z.name, q.0
+                    ))
                 })?;
                 let cur = current.get(&z.name).map_or(0, |c| c.0);
-                let replicas = if refused { z.replicas.max(cur) } else { z.replicas };
+                let replicas = if refused {
+                    z.replicas.max(cur)
+                } else {
+                    z.replicas
+                };
                 Ok(ZoneTarget {
                     name: z.name.clone(),
                     replicas,
@@ -295,7 +327,11 @@ impl GarageCluster {
 }
 
 /// Stages the plan's changes and applies them as the next layout version.
-async fn apply_layout(admin: &AdminClient, plan: &LayoutPlan, layout: &LayoutInfo) -> Result<LayoutInfo> {
+async fn apply_layout(
+    admin: &AdminClient,
+    plan: &LayoutPlan,
+    layout: &LayoutInfo,
+) -> Result<LayoutInfo> {
     if !plan.changes.is_empty() {
         admin
             .stage_layout(&StageLayoutRequest {
@@ -320,15 +356,28 @@ where
         + std::fmt::Debug,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
-    let name = obj.meta().name.clone().ok_or(Error::MissingField("metadata.name"))?;
-    api.patch(&name, &PatchParams::apply(field_manager()).force(), &Patch::Apply(obj))
-        .await?;
+    let name = obj
+        .meta()
+        .name
+        .clone()
+        .ok_or(Error::MissingField("metadata.name"))?;
+    api.patch(
+        &name,
+        &PatchParams::apply(field_manager()).force(),
+        &Patch::Apply(obj),
+    )
+    .await?;
     Ok(())
 }
 
 /// Deletes an object if it exists and `owner` controls it (never someone else's object
 /// that happens to have the name).
-async fn delete_if_owned<K>(ctx: &Context, ns: &str, name: &str, owner: &GarageCluster) -> Result<()>
+async fn delete_if_owned<K>(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    owner: &GarageCluster,
+) -> Result<()>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone

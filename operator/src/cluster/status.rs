@@ -60,20 +60,36 @@ pub fn build(cluster: &GarageCluster, o: &Observation) -> GarageClusterStatus {
         .zones
         .iter()
         .map(|z| z.name.clone())
-        .chain(o.draining.iter().filter(|d| !cluster.spec.zones.iter().any(|z| &&z.name == d)).cloned())
+        .chain(
+            o.draining
+                .iter()
+                .filter(|d| !cluster.spec.zones.iter().any(|z| &&z.name == d))
+                .cloned(),
+        )
         .map(|name| ZoneStatus {
-            replicas: o.overrides.get(&name).copied().unwrap_or_else(|| o.current.get(&name).map_or(0, |c| c.0)),
+            replicas: o
+                .overrides
+                .get(&name)
+                .copied()
+                .unwrap_or_else(|| o.current.get(&name).map_or(0, |c| c.0)),
             ready_replicas: o.current.get(&name).map_or(0, |c| c.1),
             draining: o.draining.contains(&name),
             name,
         })
         .collect();
     let ready_pods: i64 = zones.iter().map(|z| i64::from(z.ready_replicas)).sum();
-    let up = o.health.as_ref().map_or(ready_pods, |h| to_i64(h.storage_nodes_up));
+    let up = o
+        .health
+        .as_ref()
+        .map_or(ready_pods, |h| to_i64(h.storage_nodes_up));
 
     // Degraded: works, but not as asked.
     let (degraded, d_reason, d_msg) = if !o.missing_secrets.is_empty() {
-        (true, "SecretMissing", format!("Secrets not found: {}", o.missing_secrets.join(", ")))
+        (
+            true,
+            "SecretMissing",
+            format!("Secrets not found: {}", o.missing_secrets.join(", ")),
+        )
     } else if o.refused {
         (
             true,
@@ -85,50 +101,118 @@ pub fn build(cluster: &GarageCluster, o: &Observation) -> GarageClusterStatus {
         )
     } else {
         match o.health.as_ref().map(|h| h.status) {
-            Some(HealthStatus::Unavailable) => (true, "QuorumLost", "some partitions have no write quorum".to_owned()),
-            Some(HealthStatus::Degraded) => (true, "ReplicaMissing", "some partitions miss a replica".to_owned()),
+            Some(HealthStatus::Unavailable) => (
+                true,
+                "QuorumLost",
+                "some partitions have no write quorum".to_owned(),
+            ),
+            Some(HealthStatus::Degraded) => (
+                true,
+                "ReplicaMissing",
+                "some partitions miss a replica".to_owned(),
+            ),
             _ => (false, "AsExpected", "no degradation observed".to_owned()),
         }
     };
 
     // Progressing: still moving toward the spec.
-    let syncing = o.health.as_ref().map_or(0, |h| h.partitions_not_fully_replicated);
+    let syncing = o
+        .health
+        .as_ref()
+        .map_or(0, |h| h.partitions_not_fully_replicated);
     let (progressing, p_reason, p_msg) = if let Some(e) = &o.admin_error {
-        (true, "AdminAPIUnreachable", format!("waiting for the admin API: {e}"))
+        (
+            true,
+            "AdminAPIUnreachable",
+            format!("waiting for the admin API: {e}"),
+        )
     } else if let Some(e) = &o.layout_unsupported {
-        (true, "LayoutAPIUnavailable", format!("layout management not available yet: {e}"))
+        (
+            true,
+            "LayoutAPIUnavailable",
+            format!("layout management not available yet: {e}"),
+        )
     } else if o.plan.waiting_for_first_layout {
-        (true, "WaitingForNodes", format!("waiting for nodes to join: {}", o.plan.missing.join(", ")))
+        (
+            true,
+            "WaitingForNodes",
+            format!("waiting for nodes to join: {}", o.plan.missing.join(", ")),
+        )
     } else if let Some(v) = o.layout_applied {
         (true, "LayoutApplied", format!("layout version {v} applied"))
     } else if !o.draining.is_empty() {
-        (true, "Draining", format!("waiting for data to leave zones {}", o.draining.join(", ")))
+        (
+            true,
+            "Draining",
+            format!("waiting for data to leave zones {}", o.draining.join(", ")),
+        )
     } else if syncing > 0 {
-        (true, "Syncing", format!("{syncing} partitions not fully replicated"))
+        (
+            true,
+            "Syncing",
+            format!("{syncing} partitions not fully replicated"),
+        )
     } else if up < wanted {
-        (true, "NodesStarting", format!("{up}/{wanted} storage nodes up"))
+        (
+            true,
+            "NodesStarting",
+            format!("{up}/{wanted} storage nodes up"),
+        )
     } else {
-        (false, "Reconciled", "the cluster matches its spec".to_owned())
+        (
+            false,
+            "Reconciled",
+            "the cluster matches its spec".to_owned(),
+        )
     };
 
     let layout_version = o.layout_version.unwrap_or(0);
-    let quorum = o.health.as_ref().is_some_and(|h| h.status != HealthStatus::Unavailable);
+    let quorum = o
+        .health
+        .as_ref()
+        .is_some_and(|h| h.status != HealthStatus::Unavailable);
     let (ready, r_reason, r_msg) = if !o.missing_secrets.is_empty() {
         (false, "SecretMissing", d_msg.clone())
     } else if o.health.is_none() {
-        (false, "AdminAPIUnreachable", "cluster health unknown".to_owned())
+        (
+            false,
+            "AdminAPIUnreachable",
+            "cluster health unknown".to_owned(),
+        )
     } else if layout_version == 0 {
         (false, "NoLayout", "no layout applied yet".to_owned())
     } else if !quorum {
-        (false, "QuorumLost", "some partitions have no write quorum".to_owned())
+        (
+            false,
+            "QuorumLost",
+            "some partitions have no write quorum".to_owned(),
+        )
     } else {
-        (true, "ClusterAvailable", format!("S3 endpoint {}", o.s3_endpoint))
+        (
+            true,
+            "ClusterAvailable",
+            format!("S3 endpoint {}", o.s3_endpoint),
+        )
     };
 
     let conditions = vec![
         make_condition(&prev, condition::READY, ready, r_reason, r_msg, generation),
-        make_condition(&prev, condition::PROGRESSING, progressing, p_reason, p_msg, generation),
-        make_condition(&prev, condition::DEGRADED, degraded, d_reason, d_msg, generation),
+        make_condition(
+            &prev,
+            condition::PROGRESSING,
+            progressing,
+            p_reason,
+            p_msg,
+            generation,
+        ),
+        make_condition(
+            &prev,
+            condition::DEGRADED,
+            degraded,
+            d_reason,
+            d_msg,
+            generation,
+        ),
     ];
     GarageClusterStatus {
         observed_generation: generation,
@@ -139,7 +223,10 @@ pub fn build(cluster: &GarageCluster, o: &Observation) -> GarageClusterStatus {
         healthy_nodes: Some(up),
         total_nodes: o.health.as_ref().map(|h| to_i64(h.storage_nodes)),
         layout_version: o.layout_version.map(to_i64),
-        partitions_not_fully_replicated: o.health.as_ref().map(|h| to_i64(h.partitions_not_fully_replicated)),
+        partitions_not_fully_replicated: o
+            .health
+            .as_ref()
+            .map(|h| to_i64(h.partitions_not_fully_replicated)),
         health: o.health.as_ref().map(|h| {
             match h.status {
                 HealthStatus::Healthy => "healthy",

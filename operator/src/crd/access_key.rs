@@ -22,11 +22,23 @@ use super::common::{ClusterRef, LocalRef};
     category = "garage",
     derive = "PartialEq",
     doc = "An S3 access key with permissions on Buckets; its secret lives only in the Secret it names.",
-    printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.clusterRef.name"),
+    printcolumn(
+        name = "Cluster",
+        type_ = "string",
+        json_path = ".spec.clusterRef.name"
+    ),
     printcolumn(name = "Key", type_ = "string", json_path = ".status.accessKeyId"),
     printcolumn(name = "Secret", type_ = "string", json_path = ".status.secretName"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(
     validation = Rule::new("self.permissions.all(p, self.permissions.exists_one(q, q.bucketRef.name == p.bucketRef.name))").message("each Bucket may be listed once in permissions")
@@ -89,8 +101,9 @@ impl AccessKey {
     /// Name of the credentials Secret.
     #[must_use]
     pub fn secret_name(&self) -> String {
-        self.spec.secret_name.clone().unwrap_or_else(|| {
-            format!("{}-key", self.metadata.name.as_deref().unwrap_or_default())
-        })
+        self.spec
+            .secret_name
+            .clone()
+            .unwrap_or_else(|| format!("{}-key", self.metadata.name.as_deref().unwrap_or_default()))
     }
 }

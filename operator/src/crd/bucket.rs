@@ -23,11 +23,23 @@ use super::common::ClusterRef;
     category = "garage",
     derive = "PartialEq",
     doc = "An S3 bucket in a GarageCluster, with a credentials Secret for pods to consume with envFrom.",
-    printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.clusterRef.name"),
+    printcolumn(
+        name = "Cluster",
+        type_ = "string",
+        json_path = ".spec.clusterRef.name"
+    ),
     printcolumn(name = "Bucket", type_ = "string", json_path = ".status.bucketName"),
     printcolumn(name = "Secret", type_ = "string", json_path = ".status.secretName"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(
     validation = Rule::new("has(self.bucketName) == has(oldSelf.bucketName)").message("bucketName cannot be added or removed after creation"),
@@ -41,7 +53,10 @@ pub struct BucketSpec {
     /// Global bucket name (S3 rules: 3-63 lower-case letters, digits, dots, hyphens);
     /// defaults to the object's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 3, max = 63), regex(pattern = r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$"))]
+    #[schemars(
+        length(min = 3, max = 63),
+        regex(pattern = r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")
+    )]
     #[x_kube(validation = Rule::new("self == oldSelf").message("bucketName is immutable"))]
     pub bucket_name: Option<String>,
     /// Size and object-count limits.
@@ -145,8 +160,15 @@ impl Bucket {
     /// Name of the credentials Secret.
     #[must_use]
     pub fn secret_name(&self) -> String {
-        self.spec.credentials.secret_name.clone().unwrap_or_else(|| {
-            format!("{}-bucket", self.metadata.name.as_deref().unwrap_or_default())
-        })
+        self.spec
+            .credentials
+            .secret_name
+            .clone()
+            .unwrap_or_else(|| {
+                format!(
+                    "{}-bucket",
+                    self.metadata.name.as_deref().unwrap_or_default()
+                )
+            })
     }
 }

@@ -143,7 +143,10 @@ impl ConsistencyMode {
 pub struct ZoneSpec {
     /// Zone name: the value of the zone label on this zone's nodes, and part of the
     /// StatefulSet name `<cluster>-<zone>`.
-    #[schemars(length(min = 1, max = 40), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 40),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
     /// Node label value of the zone when it is not a valid object name (e.g. upper case);
     /// defaults to `name`.

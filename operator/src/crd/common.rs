@@ -55,7 +55,10 @@ pub fn make_condition(
     let last_transition_time = previous
         .iter()
         .find(|c| c.type_ == type_ && c.status == status)
-        .map_or_else(|| Time(Timestamp::now()), |c| c.last_transition_time.clone());
+        .map_or_else(
+            || Time(Timestamp::now()),
+            |c| c.last_transition_time.clone(),
+        );
     Condition {
         type_: type_.to_owned(),
         status,

@@ -8,7 +8,9 @@ pub mod cluster;
 pub mod common;
 
 pub use access_key::{AccessKey, AccessKeySpec, AccessKeyStatus, BucketPermission};
-pub use bucket::{Bucket, BucketCredentials, BucketQuotas, BucketSpec, BucketStatus, DeletionPolicy};
+pub use bucket::{
+    Bucket, BucketCredentials, BucketQuotas, BucketSpec, BucketStatus, DeletionPolicy,
+};
 pub use cluster::{
     ConsistencyMode, GarageCluster, GarageClusterSpec, GarageClusterStatus, S3Spec, SecretKeyRef,
     SecretsSpec, ServiceType, VolumeSpec, WebSpec, ZoneSpec, ZoneStatus, ZoneStorage,

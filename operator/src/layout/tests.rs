@@ -129,7 +129,10 @@ fn scale_down_removes_roles_of_high_ordinals_and_drains() {
     };
     let p2 = plan("g", &[target("x", 1)], &[], &st, &l2);
     assert!(p2.changes.is_empty());
-    assert!(!drain_complete(&p2, "x", &health(17)), "partitions still syncing");
+    assert!(
+        !drain_complete(&p2, "x", &health(17)),
+        "partitions still syncing"
+    );
     assert!(drain_complete(&p2, "x", &health(0)));
 }
 
@@ -138,23 +141,41 @@ fn removed_zone_drains_all_its_nodes() {
     let st = status(vec![node("n1", "g-x-0", true), node("n9", "g-old-0", true)]);
     let l = layout(2, &[("n1", "x"), ("n9", "old")]);
     let p = plan("g", &[target("x", 1)], &["old".into()], &st, &l);
-    assert!(p.changes.iter().any(|c| c.node_id == "n9" && c.role.is_none()));
+    assert!(
+        p.changes
+            .iter()
+            .any(|c| c.node_id == "n9" && c.role.is_none())
+    );
     assert!(p.draining.contains("old"));
 }
 
 #[test]
 fn replaced_pod_ghost_loses_its_role_without_draining() {
-    let st = status(vec![node("old-id", "g-x-0", false), node("new-id", "g-x-0", true)]);
+    let st = status(vec![
+        node("old-id", "g-x-0", false),
+        node("new-id", "g-x-0", true),
+    ]);
     let l = layout(2, &[("old-id", "x")]);
     let p = plan("g", &[target("x", 1)], &[], &st, &l);
-    assert!(p.changes.iter().any(|c| c.node_id == "old-id" && c.role.is_none()));
-    assert!(p.changes.iter().any(|c| c.node_id == "new-id" && c.role.is_some()));
+    assert!(
+        p.changes
+            .iter()
+            .any(|c| c.node_id == "old-id" && c.role.is_none())
+    );
+    assert!(
+        p.changes
+            .iter()
+            .any(|c| c.node_id == "new-id" && c.role.is_some())
+    );
     assert!(p.draining.is_empty());
 }
 
 #[test]
 fn foreign_nodes_are_left_alone() {
-    let st = status(vec![node("n1", "g-x-0", true), node("gw", "gateway-1", true)]);
+    let st = status(vec![
+        node("n1", "g-x-0", true),
+        node("gw", "gateway-1", true),
+    ]);
     let l = layout(1, &[("gw", "x")]);
     let p = plan("g", &[target("x", 1)], &[], &st, &l);
     assert!(p.changes.iter().all(|c| c.node_id != "gw"));

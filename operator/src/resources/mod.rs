@@ -138,7 +138,9 @@ pub fn owner_ref(cluster: &GarageCluster) -> Option<OwnerReference> {
 
 /// The cluster's namespace; every object of a cluster lives next to it.
 pub fn namespace(cluster: &GarageCluster) -> Result<String> {
-    cluster.namespace().ok_or(Error::MissingField("metadata.namespace"))
+    cluster
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))
 }
 
 #[cfg(test)]

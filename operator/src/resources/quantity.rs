@@ -34,7 +34,11 @@ pub fn to_bytes(q: &str) -> Option<u64> {
         return None;
     }
     let int: u128 = if int.is_empty() { 0 } else { int.parse().ok()? };
-    let frac_val: u128 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
+    let frac_val: u128 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().ok()?
+    };
     let frac_den = 10u128.checked_pow(u32::try_from(frac.len()).ok()?)?;
     let bytes = int.checked_mul(mult)? + frac_val.checked_mul(mult)? / frac_den;
     u64::try_from(bytes).ok()
@@ -54,7 +58,15 @@ mod tests {
 
     #[test]
     fn bad_input_is_none() {
-        for bad in ["", "Gi", "-1Gi", "1.2.3", "10Xi", "99999999999999999999Ei", "1e3"] {
+        for bad in [
+            "",
+            "Gi",
+            "-1Gi",
+            "1.2.3",
+            "10Xi",
+            "99999999999999999999Ei",
+            "1e3",
+        ] {
             assert_eq!(to_bytes(bad), None, "{bad}");
         }
     }

@@ -73,7 +73,11 @@ pub fn web_service(cluster: &GarageCluster) -> Result<Option<Service>> {
 pub fn s3_endpoint(cluster: &GarageCluster, cluster_domain: &str) -> Result<String> {
     Ok(format!(
         "http://{}:{}",
-        names::service_host(&names::s3_service(cluster), &super::namespace(cluster)?, cluster_domain),
+        names::service_host(
+            &names::s3_service(cluster),
+            &super::namespace(cluster)?,
+            cluster_domain
+        ),
         ports::S3
     ))
 }
@@ -82,7 +86,11 @@ pub fn s3_endpoint(cluster: &GarageCluster, cluster_domain: &str) -> Result<Stri
 pub fn admin_endpoint(cluster: &GarageCluster, cluster_domain: &str) -> Result<String> {
     Ok(format!(
         "http://{}:{}",
-        names::service_host(&names::peers_service(cluster), &super::namespace(cluster)?, cluster_domain),
+        names::service_host(
+            &names::peers_service(cluster),
+            &super::namespace(cluster)?,
+            cluster_domain
+        ),
         ports::ADMIN
     ))
 }

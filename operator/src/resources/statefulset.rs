@@ -4,12 +4,12 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar,
-    EnvVarSource, HTTPGetAction, KeyToPath, NodeAffinity, NodeSelector, NodeSelectorRequirement,
+    Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    HTTPGetAction, KeyToPath, NodeAffinity, NodeSelector, NodeSelectorRequirement,
     NodeSelectorTerm, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
     PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecretProjection,
-    SecurityContext, Volume, VolumeMount, VolumeProjection, VolumeResourceRequirements,
+    ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecretProjection, SecurityContext,
+    Volume, VolumeMount, VolumeProjection, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -173,7 +173,11 @@ fn pod_spec(cluster: &GarageCluster, zone: &ZoneSpec, opts: &RenderOptions) -> R
     })
 }
 
-fn secret_projection(cluster: &GarageCluster, which: ClusterSecret, file: &str) -> VolumeProjection {
+fn secret_projection(
+    cluster: &GarageCluster,
+    which: ClusterSecret,
+    file: &str,
+) -> VolumeProjection {
     let r = which.source(cluster);
     let r = r.key_ref();
     VolumeProjection {
@@ -237,7 +241,12 @@ fn default_resources() -> ResourceRequirements {
     }
 }
 
-fn container(cluster: &GarageCluster, zone: &ZoneSpec, ns: &str, opts: &RenderOptions) -> Container {
+fn container(
+    cluster: &GarageCluster,
+    zone: &ZoneSpec,
+    ns: &str,
+    opts: &RenderOptions,
+) -> Container {
     let port = |name: &str, p: i32, proto: &str| ContainerPort {
         name: Some(name.to_owned()),
         container_port: p,
@@ -253,8 +262,15 @@ fn container(cluster: &GarageCluster, zone: &ZoneSpec, ns: &str, opts: &RenderOp
     Container {
         name: "storaged".to_owned(),
         image: Some(cluster.spec.image.clone()),
-        image_pull_policy: cluster.spec.image_pull_policy.map(|p| p.as_str().to_owned()),
-        args: Some(vec!["server".to_owned(), "-c".to_owned(), config::config_path()]),
+        image_pull_policy: cluster
+            .spec
+            .image_pull_policy
+            .map(|p| p.as_str().to_owned()),
+        args: Some(vec![
+            "server".to_owned(),
+            "-c".to_owned(),
+            config::config_path(),
+        ]),
         env: Some(vec![
             env_field("POD_NAME", "metadata.name"),
             env("STORAGED_ZONE", &zone.name),

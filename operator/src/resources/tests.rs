@@ -69,7 +69,10 @@ fn zone_pods_are_pinned_to_zone_nodes_and_spread_over_hosts() {
     let zone = env.iter().find(|e| e.name == "STORAGED_ZONE").unwrap();
     assert_eq!(zone.value.as_deref(), Some("lyon"));
     let labels = lyon.spec.selector.match_labels.as_ref().unwrap();
-    assert_eq!(labels.get(names::ZONE_LABEL).map(String::as_str), Some("lyon"));
+    assert_eq!(
+        labels.get(names::ZONE_LABEL).map(String::as_str),
+        Some("lyon")
+    );
 }
 
 #[test]
@@ -80,10 +83,25 @@ fn pods_run_non_root_with_probes_on_admin_port() {
     assert_eq!(sc.run_as_non_root, Some(true));
     assert!(sc.run_as_user.unwrap() > 0);
     let c = &pod.containers[0];
-    assert_eq!(c.args.as_ref().unwrap(), &["server", "-c", "/etc/storaged/storaged.toml"]);
-    let ready = c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+    assert_eq!(
+        c.args.as_ref().unwrap(),
+        &["server", "-c", "/etc/storaged/storaged.toml"]
+    );
+    let ready = c
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
     assert_eq!(ready.path.as_deref(), Some("/ready"));
-    let live = c.liveness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+    let live = c
+        .liveness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
     assert_eq!(live.path.as_deref(), Some("/health"));
     let csc = c.security_context.as_ref().unwrap();
     assert_eq!(csc.allow_privilege_escalation, Some(false));
@@ -97,14 +115,24 @@ fn pods_run_non_root_with_probes_on_admin_port() {
         .collect();
     assert_eq!(
         ports,
-        [(3900, "TCP".into()), (3901, "UDP".into()), (3902, "TCP".into()), (3903, "TCP".into())]
+        [
+            (3900, "TCP".into()),
+            (3901, "UDP".into()),
+            (3902, "TCP".into()),
+            (3903, "TCP".into())
+        ]
     );
 }
 
 #[test]
 fn replica_override_keeps_draining_nodes() {
     let c = cluster();
-    let objs = desired(&c, &RenderOptions::default(), &BTreeMap::from([("lyon".into(), 3)])).unwrap();
+    let objs = desired(
+        &c,
+        &RenderOptions::default(),
+        &BTreeMap::from([("lyon".into(), 3)]),
+    )
+    .unwrap();
     let replicas: Vec<_> = objs
         .stateful_sets
         .iter()
@@ -147,7 +175,10 @@ fn config_uses_design_keys_and_secret_files() {
         "api_bind_addr = \"[::]:3903\"",
         "admin_token_file = \"/run/secrets/storaged/admin_token\"",
     ] {
-        assert!(toml.lines().any(|l| l == line), "missing {line:?} in\n{toml}");
+        assert!(
+            toml.lines().any(|l| l == line),
+            "missing {line:?} in\n{toml}"
+        );
     }
     assert!(!toml.contains("rpc_secret ="), "secrets only by file");
     assert!(!toml.contains("admin_token ="), "secrets only by file");
@@ -160,7 +191,14 @@ fn config_change_changes_pod_template_hash() {
     c.spec.s3.region = "eu-west".into();
     let b = render(&c);
     let hash = |o: &DesiredObjects| {
-        o.stateful_sets[0].spec.template.metadata.as_ref().unwrap().annotations.clone()
+        o.stateful_sets[0]
+            .spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .clone()
     };
     assert_ne!(hash(&a), hash(&b));
     assert_eq!(hash(&a), hash(&render(&cluster())), "stable across renders");
@@ -173,7 +211,10 @@ fn one_pdb_for_the_whole_cluster() {
     assert_eq!(spec.max_unavailable, Some(IntOrString::Int(1)));
     let sel = spec.selector.unwrap().match_labels.unwrap();
     assert!(!sel.contains_key(names::ZONE_LABEL), "not per zone");
-    assert_eq!(sel.get("app.kubernetes.io/instance").map(String::as_str), Some("garage"));
+    assert_eq!(
+        sel.get("app.kubernetes.io/instance").map(String::as_str),
+        Some("garage")
+    );
 }
 
 #[test]
@@ -188,7 +229,10 @@ fn every_object_is_owned_by_the_cluster() {
     ];
     for m in metas {
         let o = &m.owner_references.as_ref().unwrap()[0];
-        assert_eq!((o.kind.as_str(), o.name.as_str()), ("GarageCluster", "garage"));
+        assert_eq!(
+            (o.kind.as_str(), o.name.as_str()),
+            ("GarageCluster", "garage")
+        );
         assert_eq!(o.controller, Some(true));
         assert_eq!(m.namespace.as_deref(), Some("storage"));
     }
@@ -217,11 +261,26 @@ fn user_secrets_are_mounted_and_never_generated() {
         name: "mine".into(),
         key: "token".into(),
     });
-    let created = secrets::to_create(&c, secrets::ClusterSecret::AdminToken, None, || "x".into()).unwrap();
+    let created =
+        secrets::to_create(&c, secrets::ClusterSecret::AdminToken, None, || "x".into()).unwrap();
     assert!(created.is_none());
     let objs = render(&c);
-    let vols = objs.stateful_sets[0].spec.template.spec.as_ref().unwrap().volumes.clone().unwrap();
-    let projected = vols.iter().find(|v| v.name == "secrets").unwrap().projected.clone().unwrap();
+    let vols = objs.stateful_sets[0]
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .volumes
+        .clone()
+        .unwrap();
+    let projected = vols
+        .iter()
+        .find(|v| v.name == "secrets")
+        .unwrap()
+        .projected
+        .clone()
+        .unwrap();
     let names: Vec<_> = projected
         .sources
         .unwrap()
@@ -252,7 +311,10 @@ fn web_service_only_when_enabled() {
     let web = objs.web_service.unwrap();
     assert_eq!(web.spec.unwrap().type_.as_deref(), Some("LoadBalancer"));
     let toml = config::render(&c, &RenderOptions::default()).unwrap();
-    assert!(toml.contains("[s3_web]\nbind_addr = \"[::]:3902\""), "{toml}");
+    assert!(
+        toml.contains("[s3_web]\nbind_addr = \"[::]:3902\""),
+        "{toml}"
+    );
 }
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
