@@ -51,7 +51,12 @@ impl AdminClient {
         }
     }
 
-    async fn call<B: Serialize, T: DeserializeOwned>(&self, method: http::Method, path: &str, body: Option<&B>) -> Result<T, ClientError> {
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
         let url = format!("{}{}", self.endpoint, path);
         let payload = match body {
             Some(b) => serde_json::to_vec(b).map_err(|e| ClientError::Decode(e.to_string()))?,
@@ -60,11 +65,18 @@ impl AdminClient {
         let req = http::Request::builder()
             .method(method)
             .uri(&url)
-            .header(http::header::AUTHORIZATION, format!("Bearer {}", self.token))
+            .header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", self.token),
+            )
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(payload)))
             .map_err(|e| ClientError::Unreachable(url.clone(), e.to_string()))?;
-        let resp = self.http.request(req).await.map_err(|e| ClientError::Unreachable(url.clone(), e.to_string()))?;
+        let resp = self
+            .http
+            .request(req)
+            .await
+            .map_err(|e| ClientError::Unreachable(url.clone(), e.to_string()))?;
         let status = resp.status();
         let bytes = resp
             .into_body()
@@ -73,11 +85,16 @@ impl AdminClient {
             .map_err(|e| ClientError::Unreachable(url.clone(), e.to_string()))?
             .to_bytes();
         if !status.is_success() {
-            let err: api::ErrorResponse = serde_json::from_slice(&bytes).unwrap_or(api::ErrorResponse {
-                code: status.canonical_reason().unwrap_or("Error").to_string(),
-                message: String::from_utf8_lossy(&bytes).into_owned(),
+            let err: api::ErrorResponse =
+                serde_json::from_slice(&bytes).unwrap_or(api::ErrorResponse {
+                    code: status.canonical_reason().unwrap_or("Error").to_string(),
+                    message: String::from_utf8_lossy(&bytes).into_owned(),
+                });
+            return Err(ClientError::Api {
+                status: status.as_u16(),
+                code: err.code,
+                message: err.message,
             });
-            return Err(ClientError::Api { status: status.as_u16(), code: err.code, message: err.message });
         }
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
     }
@@ -88,18 +105,25 @@ impl AdminClient {
     }
 
     /// POST a JSON body and decode.
-    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
         self.call(http::Method::POST, path, Some(body)).await
     }
 
     /// DELETE.
     pub async fn delete(&self, path: &str) -> Result<serde_json::Value, ClientError> {
-        self.call::<(), serde_json::Value>(http::Method::DELETE, path, None).await
+        self.call::<(), serde_json::Value>(http::Method::DELETE, path, None)
+            .await
     }
 
     /// Whether `/health` answers.
     pub async fn healthy(&self) -> bool {
-        let Ok(req) = http::Request::get(format!("{}{}", self.endpoint, paths::HEALTH)).body(Full::new(Bytes::new())) else {
+        let Ok(req) = http::Request::get(format!("{}{}", self.endpoint, paths::HEALTH))
+            .body(Full::new(Bytes::new()))
+        else {
             return false;
         };
         matches!(self.http.request(req).await, Ok(r) if r.status().is_success())
@@ -110,10 +134,21 @@ impl AdminClient {
 #[derive(Args, Debug, Clone)]
 pub struct Connection {
     /// Admin API endpoint.
-    #[arg(long, env = "STORAGED_ADMIN_ENDPOINT", default_value = "http://127.0.0.1:3903", global = true)]
+    #[arg(
+        long,
+        env = "STORAGED_ADMIN_ENDPOINT",
+        default_value = "http://127.0.0.1:3903",
+        global = true
+    )]
     pub admin_endpoint: String,
     /// Admin bearer token.
-    #[arg(long, env = "STORAGED_ADMIN_TOKEN", default_value = "", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "STORAGED_ADMIN_TOKEN",
+        default_value = "",
+        hide_env_values = true,
+        global = true
+    )]
     pub admin_token: String,
     /// Print JSON (stable, for scripts).
     #[arg(long, global = true)]
@@ -235,7 +270,11 @@ pub enum LayoutCmd {
     Show,
 }
 
-fn print<T: Serialize>(json: bool, value: &T, human: impl FnOnce(&T) -> String) -> anyhow::Result<()> {
+fn print<T: Serialize>(
+    json: bool,
+    value: &T,
+    human: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(value)?);
     } else {
@@ -252,7 +291,13 @@ fn key_human(k: &api::KeyInfo) -> String {
     s.push_str(&format!("Can create buckets: {}\n", k.allow_create_bucket));
     for b in &k.buckets {
         let p = b.permissions;
-        s.push_str(&format!("  {} r={} w={} o={}\n", b.bucket_name.as_deref().unwrap_or(&b.bucket_id), p.read, p.write, p.owner));
+        s.push_str(&format!(
+            "  {} r={} w={} o={}\n",
+            b.bucket_name.as_deref().unwrap_or(&b.bucket_id),
+            p.read,
+            p.write,
+            p.owner
+        ));
     }
     s
 }
@@ -264,7 +309,10 @@ fn bucket_human(b: &api::BucketInfo) -> String {
     );
     for k in &b.keys {
         let p = k.permissions;
-        s.push_str(&format!("  {} ({}) r={} w={} o={}\n", k.access_key_id, k.name, p.read, p.write, p.owner));
+        s.push_str(&format!(
+            "  {} ({}) r={} w={} o={}\n",
+            k.access_key_id, k.name, p.read, p.write, p.owner
+        ));
     }
     s
 }
@@ -273,24 +321,49 @@ fn bucket_human(b: &api::BucketInfo) -> String {
 pub async fn key(c: &Connection, cmd: KeyCmd) -> anyhow::Result<()> {
     let client = AdminClient::new(&c.admin_endpoint, &c.admin_token);
     match cmd {
-        KeyCmd::Create { name, create_bucket } => {
+        KeyCmd::Create {
+            name,
+            create_bucket,
+        } => {
             let k: api::KeyInfo = client
-                .post(paths::KEYS, &api::CreateKeyRequest { name, allow_create_bucket: create_bucket })
+                .post(
+                    paths::KEYS,
+                    &api::CreateKeyRequest {
+                        name,
+                        allow_create_bucket: create_bucket,
+                    },
+                )
                 .await?;
             print(c.json, &k, key_human)
         }
         KeyCmd::Import { id, secret, name } => {
             let k: api::KeyInfo = client
-                .post(paths::KEYS_IMPORT, &api::ImportKeyRequest { access_key_id: id, secret_access_key: secret, name })
+                .post(
+                    paths::KEYS_IMPORT,
+                    &api::ImportKeyRequest {
+                        access_key_id: id,
+                        secret_access_key: secret,
+                        name,
+                    },
+                )
                 .await?;
             print(c.json, &k, key_human)
         }
         KeyCmd::List => {
             let l: Vec<api::KeySummary> = client.get(paths::KEYS).await?;
-            print(c.json, &l, |l| l.iter().map(|k| format!("{}\t{}", k.access_key_id, k.name)).collect::<Vec<_>>().join("\n"))
+            print(c.json, &l, |l| {
+                l.iter()
+                    .map(|k| format!("{}\t{}", k.access_key_id, k.name))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
         }
         KeyCmd::Info { id, show_secret } => {
-            let path = format!("{}{}", paths::key(&id), if show_secret { "?show_secret=true" } else { "" });
+            let path = format!(
+                "{}{}",
+                paths::key(&id),
+                if show_secret { "?show_secret=true" } else { "" }
+            );
             let k: api::KeyInfo = client.get(&path).await?;
             print(c.json, &k, key_human)
         }
@@ -307,17 +380,33 @@ pub async fn bucket(c: &Connection, cmd: BucketCmd) -> anyhow::Result<()> {
     let perm_req = |b: &api::BucketInfo, key: String, p: PermFlags| api::PermissionRequest {
         bucket_id: b.id.clone(),
         access_key_id: key,
-        permissions: api::Permissions { read: p.read, write: p.write, owner: p.owner },
+        permissions: api::Permissions {
+            read: p.read,
+            write: p.write,
+            owner: p.owner,
+        },
     };
     match cmd {
         BucketCmd::Create { name } => {
-            let b: api::BucketInfo =
-                client.post(paths::BUCKETS, &api::CreateBucketRequest { name, ..Default::default() }).await?;
+            let b: api::BucketInfo = client
+                .post(
+                    paths::BUCKETS,
+                    &api::CreateBucketRequest {
+                        name,
+                        ..Default::default()
+                    },
+                )
+                .await?;
             print(c.json, &b, bucket_human)
         }
         BucketCmd::List => {
             let l: Vec<api::BucketSummary> = client.get(paths::BUCKETS).await?;
-            print(c.json, &l, |l| l.iter().map(|b| format!("{}\t{}", b.id, b.name)).collect::<Vec<_>>().join("\n"))
+            print(c.json, &l, |l| {
+                l.iter()
+                    .map(|b| format!("{}\t{}", b.id, b.name))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
         }
         BucketCmd::Info { name } => {
             let b: api::BucketInfo = client.get(&paths::bucket(&name)).await?;
@@ -329,17 +418,31 @@ pub async fn bucket(c: &Connection, cmd: BucketCmd) -> anyhow::Result<()> {
         }
         BucketCmd::Allow { name, key, perms } => {
             let b: api::BucketInfo = client.get(&paths::bucket(&name)).await?;
-            let b: api::BucketInfo = client.post(paths::PERMISSIONS_ALLOW, &perm_req(&b, key, perms)).await?;
+            let b: api::BucketInfo = client
+                .post(paths::PERMISSIONS_ALLOW, &perm_req(&b, key, perms))
+                .await?;
             print(c.json, &b, bucket_human)
         }
         BucketCmd::Deny { name, key, perms } => {
             let b: api::BucketInfo = client.get(&paths::bucket(&name)).await?;
-            let b: api::BucketInfo = client.post(paths::PERMISSIONS_DENY, &perm_req(&b, key, perms)).await?;
+            let b: api::BucketInfo = client
+                .post(paths::PERMISSIONS_DENY, &perm_req(&b, key, perms))
+                .await?;
             print(c.json, &b, bucket_human)
         }
-        BucketCmd::SetQuotas { name, max_size, max_objects } => {
+        BucketCmd::SetQuotas {
+            name,
+            max_size,
+            max_objects,
+        } => {
             let b: api::BucketInfo = client.get(&paths::bucket(&name)).await?;
-            let req = api::UpdateBucketRequest { quotas: Some(api::Quotas { max_size, max_objects }), owner_tag: None };
+            let req = api::UpdateBucketRequest {
+                quotas: Some(api::Quotas {
+                    max_size,
+                    max_objects,
+                }),
+                owner_tag: None,
+            };
             let b: api::BucketInfo = client.post(&paths::bucket(&b.id), &req).await?;
             print(c.json, &b, bucket_human)
         }
@@ -352,7 +455,14 @@ pub async fn layout(c: &Connection, cmd: LayoutCmd) -> anyhow::Result<()> {
     match cmd {
         LayoutCmd::Show => {
             let l: api::LayoutInfo = client.get(paths::LAYOUT).await?;
-            print(c.json, &l, |l| format!("Layout version {}: {} roles, {} staged changes", l.version, l.roles.len(), l.staged.len()))
+            print(c.json, &l, |l| {
+                format!(
+                    "Layout version {}: {} roles, {} staged changes",
+                    l.version,
+                    l.roles.len(),
+                    l.staged.len()
+                )
+            })
         }
     }
 }
@@ -364,7 +474,10 @@ pub async fn status(c: &Connection) -> anyhow::Result<()> {
     let h: api::ClusterHealth = client.get(paths::HEALTH_V1).await?;
     let both = serde_json::json!({ "status": s, "health": h });
     print(c.json, &both, |_| {
-        let mut out = format!("Layout version: {}\nHealth: {:?}\n", s.layout_version, h.status);
+        let mut out = format!(
+            "Layout version: {}\nHealth: {:?}\n",
+            s.layout_version, h.status
+        );
         for n in &s.nodes {
             out.push_str(&format!(
                 "  {}  {}  zone={}  {}\n",

@@ -295,19 +295,20 @@ impl Config {
         for (section, key, kind) in ENV_KEYS {
             let name = env_name(section, key);
             let Some(raw) = env.get(&name) else { continue };
-            let value = match kind {
-                Kind::Str => toml::Value::String(raw.clone()),
-                Kind::Int => toml::Value::Integer(raw.trim().parse().map_err(|_| {
-                    Error::Config(format!("{name}: `{raw}` is not an integer"))
-                })?),
-                Kind::List => toml::Value::Array(
-                    raw.split(',')
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(|s| toml::Value::String(s.to_string()))
-                        .collect(),
-                ),
-            };
+            let value =
+                match kind {
+                    Kind::Str => toml::Value::String(raw.clone()),
+                    Kind::Int => toml::Value::Integer(raw.trim().parse().map_err(|_| {
+                        Error::Config(format!("{name}: `{raw}` is not an integer"))
+                    })?),
+                    Kind::List => toml::Value::Array(
+                        raw.split(',')
+                            .map(str::trim)
+                            .filter(|s| !s.is_empty())
+                            .map(|s| toml::Value::String(s.to_string()))
+                            .collect(),
+                    ),
+                };
             let target = if section.is_empty() {
                 &mut table
             } else {
@@ -432,11 +433,20 @@ mod tests {
     #[test]
     fn env_overrides_nested_and_list_keys() {
         let env = vec![
-            ("STORAGED_S3_API_API_BIND_ADDR".to_string(), "127.0.0.1:9000".to_string()),
-            ("STORAGED_BOOTSTRAP_PEERS".to_string(), "a:3901, b:3901".to_string()),
+            (
+                "STORAGED_S3_API_API_BIND_ADDR".to_string(),
+                "127.0.0.1:9000".to_string(),
+            ),
+            (
+                "STORAGED_BOOTSTRAP_PEERS".to_string(),
+                "a:3901, b:3901".to_string(),
+            ),
             ("STORAGED_ZONE".to_string(), "paris".to_string()),
             ("STORAGED_REPLICATION_FACTOR".to_string(), "3".to_string()),
-            ("STORAGED_ADMIN_ENDPOINT".to_string(), "ignored: a CLI variable".to_string()),
+            (
+                "STORAGED_ADMIN_ENDPOINT".to_string(),
+                "ignored: a CLI variable".to_string(),
+            ),
         ];
         let c = Config::from_toml_and_env(&base(), env).expect("valid");
         assert_eq!(c.s3_api.api_bind_addr.port(), 9000);
@@ -453,14 +463,18 @@ mod tests {
             err(&base().replace(SECRET, "abc"), vec![]).contains("rpc_secret"),
             "short secret"
         );
-        assert!(err(&format!("{}replication_factor = 0\n", base()), vec![]).contains("replication_factor"));
         assert!(
-            err(&base(), vec![("STORAGED_BLOCK_SIZE", "big")]).contains("STORAGED_BLOCK_SIZE")
+            err(&format!("{}replication_factor = 0\n", base()), vec![])
+                .contains("replication_factor")
         );
+        assert!(err(&base(), vec![("STORAGED_BLOCK_SIZE", "big")]).contains("STORAGED_BLOCK_SIZE"));
         assert!(err(&format!("{}block_size = 10\n", base()), vec![]).contains("block_size"));
         assert!(
-            err(&format!("{}[s3_api]\napi_bind_addr = \"nope\"\n", base()), vec![])
-                .contains("api_bind_addr")
+            err(
+                &format!("{}[s3_api]\napi_bind_addr = \"nope\"\n", base()),
+                vec![]
+            )
+            .contains("api_bind_addr")
         );
     }
 

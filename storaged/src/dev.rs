@@ -85,7 +85,8 @@ admin_token = "{token}"
 fn write_atomic(path: &Path, content: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
     f.write_all(content.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
@@ -107,12 +108,22 @@ async fn wait_healthy(client: &AdminClient, child: &mut Child) -> anyhow::Result
 }
 
 async fn ensure_bucket(client: &AdminClient, name: &str) -> anyhow::Result<api::BucketInfo> {
-    let req = api::CreateBucketRequest { name: name.to_string(), ..Default::default() };
-    match client.post::<_, api::BucketInfo>(paths::BUCKETS, &req).await {
+    let req = api::CreateBucketRequest {
+        name: name.to_string(),
+        ..Default::default()
+    };
+    match client
+        .post::<_, api::BucketInfo>(paths::BUCKETS, &req)
+        .await
+    {
         Ok(b) => Ok(b),
-        Err(ClientError::Api { status: 409, .. }) => {
-            Ok(client.get(&format!("{}?name={}", paths::BUCKETS, urlencoding::encode(name))).await?)
-        }
+        Err(ClientError::Api { status: 409, .. }) => Ok(client
+            .get(&format!(
+                "{}?name={}",
+                paths::BUCKETS,
+                urlencoding::encode(name)
+            ))
+            .await?),
         Err(e) => Err(e.into()),
     }
 }
@@ -121,7 +132,8 @@ async fn ensure_bucket(client: &AdminClient, name: &str) -> anyhow::Result<api::
 pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     let dir = std::path::absolute(&opts.data_dir)?;
     let node_dir = dir.join("node1");
-    std::fs::create_dir_all(&node_dir).with_context(|| format!("creating {}", node_dir.display()))?;
+    std::fs::create_dir_all(&node_dir)
+        .with_context(|| format!("creating {}", node_dir.display()))?;
     let env_path = dir.join("dev.env");
     let _ = std::fs::remove_file(&env_path);
 
@@ -133,7 +145,10 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     let token = hex::encode(rand::random::<[u8; 32]>());
     let zone = "dc1";
     let config_path = node_dir.join("storaged.toml");
-    write_atomic(&config_path, &node_config(&node_dir, &ports, &secret, &token, zone))?;
+    write_atomic(
+        &config_path,
+        &node_config(&node_dir, &ports, &secret, &token, zone),
+    )?;
 
     let exe = std::env::current_exe().context("locating the storaged binary")?;
     let mut child = Command::new(exe)
@@ -150,17 +165,34 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     wait_healthy(&client, &mut child).await?;
 
     let key: api::KeyInfo = client
-        .post(paths::KEYS, &api::CreateKeyRequest { name: Some("dev".into()), allow_create_bucket: true })
+        .post(
+            paths::KEYS,
+            &api::CreateKeyRequest {
+                name: Some("dev".into()),
+                allow_create_bucket: true,
+            },
+        )
         .await?;
     let bucket = ensure_bucket(&client, &opts.bucket).await?;
-    let all = api::Permissions { read: true, write: true, owner: true };
+    let all = api::Permissions {
+        read: true,
+        write: true,
+        owner: true,
+    };
     let _: api::BucketInfo = client
         .post(
             paths::PERMISSIONS_ALLOW,
-            &api::PermissionRequest { bucket_id: bucket.id.clone(), access_key_id: key.access_key_id.clone(), permissions: all },
+            &api::PermissionRequest {
+                bucket_id: bucket.id.clone(),
+                access_key_id: key.access_key_id.clone(),
+                permissions: all,
+            },
         )
         .await?;
-    let secret_key = key.secret_access_key.clone().context("key creation returned no secret")?;
+    let secret_key = key
+        .secret_access_key
+        .clone()
+        .context("key creation returned no secret")?;
     let endpoint = format!("http://127.0.0.1:{s3}");
     let mut env = String::new();
     for (k, v) in [
@@ -198,9 +230,15 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     }
     if !exited {
         if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
-        if tokio::time::timeout(Duration::from_secs(35), child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(35), child.wait())
+            .await
+            .is_err()
+        {
             let _ = child.kill().await;
         }
     }

@@ -10,7 +10,11 @@ use storaged::config::Config;
 use storaged::dev::{self, DevOptions};
 
 #[derive(Parser)]
-#[command(name = "storaged", version, about = "Geo-distributed S3-compatible object store")]
+#[command(
+    name = "storaged",
+    version,
+    about = "Geo-distributed S3-compatible object store"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -21,7 +25,12 @@ enum Cmd {
     /// Run the storage daemon.
     Server {
         /// Configuration file.
-        #[arg(short, long, env = "STORAGED_CONFIG", default_value = "/etc/storaged.toml")]
+        #[arg(
+            short,
+            long,
+            env = "STORAGED_CONFIG",
+            default_value = "/etc/storaged.toml"
+        )]
         config: PathBuf,
         /// Stop when the parent process goes away (used by `storaged dev`).
         #[arg(long, hide = true)]
@@ -79,8 +88,12 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.cmd {
-        Cmd::Server { config, exit_with_parent } => {
-            let config = Config::load(&config).with_context(|| format!("loading {}", config.display()))?;
+        Cmd::Server {
+            config,
+            exit_with_parent,
+        } => {
+            let config =
+                Config::load(&config).with_context(|| format!("loading {}", config.display()))?;
             let stop = async move {
                 if exit_with_parent {
                     tokio::select! {

@@ -67,15 +67,20 @@ async fn serve<S, F>(
     make: S,
 ) where
     S: Fn() -> F,
-    F: hyper::service::Service<hyper::Request<Incoming>, Response = hyper::Response<s3s::Body>, Error = std::convert::Infallible>
-        + Send
+    F: hyper::service::Service<
+            hyper::Request<Incoming>,
+            Response = hyper::Response<s3s::Body>,
+            Error = std::convert::Infallible,
+        > + Send
         + 'static,
     F::Future: Send + 'static,
 {
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(max_conns));
     loop {
-        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { break };
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+            break;
+        };
         let accepted = tokio::select! {
             r = listener.accept() => r,
             _ = shutdown.changed() => break,
@@ -120,10 +125,10 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<()> {
     let node_id = node_id(&config)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     model.spawn_workers(&shutdown_rx);
-    tokio::spawn(
-        Arc::clone(&model.blocks)
-            .run_gc_worker(Duration::from_secs(config.background.gc_interval_secs.max(1)), shutdown_rx.clone()),
-    );
+    tokio::spawn(Arc::clone(&model.blocks).run_gc_worker(
+        Duration::from_secs(config.background.gc_interval_secs.max(1)),
+        shutdown_rx.clone(),
+    ));
     let metrics = Arc::new(Metrics::new());
 
     let s3_listener = bind(config.s3_api.api_bind_addr, "s3_api.api_bind_addr").await?;
@@ -151,7 +156,9 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<()> {
                 async move {
                     let start = Instant::now();
                     let method = req.method().to_string();
-                    let resp = match s3.call(req.map(s3s::Body::from)).await {
+                    let has_body = req.headers().get(http::header::CONTENT_LENGTH).is_some_and(|v| v != "0")
+                        || req.headers().contains_key(http::header::TRANSFER_ENCODING);
+                    let mut resp = match s3.call(req.map(s3s::Body::from)).await {
                         Ok(r) => r,
                         Err(e) => {
                             tracing::warn!(error = ?e, "S3 request failed");
@@ -160,16 +167,29 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<()> {
                             r
                         }
                     };
+                    // An error answered before the body was read (or with `Expect: 100-continue`
+                    // never acknowledged) leaves the connection's framing unknown: close it.
+                    if has_body && !resp.status().is_success() {
+                        resp.headers_mut()
+                            .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                    }
                     m.s3_duration.observe(start.elapsed().as_secs_f64());
                     let status = format!("{}xx", resp.status().as_u16() / 100);
-                    m.s3_requests.get_or_create(&RequestLabels { method, status }).inc();
+                    m.s3_requests
+                        .get_or_create(&RequestLabels { method, status })
+                        .inc();
                     Ok::<_, std::convert::Infallible>(resp)
                 }
             })
         },
     ));
 
-    let state = Arc::new(AdminState { model: Arc::clone(&model), config: config.clone(), metrics, node_id });
+    let state = Arc::new(AdminState {
+        model: Arc::clone(&model),
+        config: config.clone(),
+        metrics,
+        node_id,
+    });
     let admin_task = tokio::spawn(serve(
         admin_listener,
         http_builder(&config),

@@ -11,14 +11,23 @@ use crate::util::id::Uuid;
 use crate::util::time::rfc3339;
 
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Reply> {
-    serde_json::from_slice(body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, "InvalidRequest", format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            format!("invalid JSON body: {e}"),
+        )
+    })
 }
 
 fn query_param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (k == name).then(|| urlencoding::decode(v).map(|s| s.into_owned()).unwrap_or_default())
+        (k == name).then(|| {
+            urlencoding::decode(v)
+                .map(|s| s.into_owned())
+                .unwrap_or_default()
+        })
     })
 }
 
@@ -40,13 +49,25 @@ fn from_error(e: &Error) -> Reply {
 }
 
 /// Routes one authenticated `/v1/` request.
-pub(super) async fn route(state: &AdminState, method: &Method, path: &str, query: &str, body: &[u8]) -> Reply {
+pub(super) async fn route(
+    state: &AdminState,
+    method: &Method,
+    path: &str,
+    query: &str,
+    body: &[u8],
+) -> Reply {
     match dispatch(state, method, path, query, body).await {
         Ok(r) | Err(r) => r,
     }
 }
 
-async fn dispatch(state: &AdminState, method: &Method, path: &str, query: &str, body: &[u8]) -> Result<Reply, Reply> {
+async fn dispatch(
+    state: &AdminState,
+    method: &Method,
+    path: &str,
+    query: &str,
+    body: &[u8],
+) -> Result<Reply, Reply> {
     let m = &state.model;
     let e = |e: Error| from_error(&e);
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(2).collect();
@@ -64,27 +85,49 @@ async fn dispatch(state: &AdminState, method: &Method, path: &str, query: &str, 
             let list: Vec<api::KeySummary> = keys
                 .iter()
                 .filter(|k| name.as_ref().is_none_or(|n| *n == k.name.v))
-                .map(|k| api::KeySummary { access_key_id: k.key_id.clone(), name: k.name.v.clone() })
+                .map(|k| api::KeySummary {
+                    access_key_id: k.key_id.clone(),
+                    name: k.name.v.clone(),
+                })
                 .collect();
             Ok(json(StatusCode::OK, &list))
         }
         (&Method::POST, ["keys"]) => {
             let req: api::CreateKeyRequest = parse(body)?;
-            let key = m.create_key(req.name.as_deref().unwrap_or_default(), req.allow_create_bucket).await.map_err(e)?;
-            Ok(json(StatusCode::OK, &key_info(state, &key, true).await.map_err(e)?))
+            let key = m
+                .create_key(
+                    req.name.as_deref().unwrap_or_default(),
+                    req.allow_create_bucket,
+                )
+                .await
+                .map_err(e)?;
+            Ok(json(
+                StatusCode::OK,
+                &key_info(state, &key, true).await.map_err(e)?,
+            ))
         }
         (&Method::POST, ["keys", "import"]) => {
             let req: api::ImportKeyRequest = parse(body)?;
             let key = m
-                .import_key(&req.access_key_id, &req.secret_access_key, req.name.as_deref().unwrap_or_default())
+                .import_key(
+                    &req.access_key_id,
+                    &req.secret_access_key,
+                    req.name.as_deref().unwrap_or_default(),
+                )
                 .await
                 .map_err(e)?;
-            Ok(json(StatusCode::OK, &key_info(state, &key, true).await.map_err(e)?))
+            Ok(json(
+                StatusCode::OK,
+                &key_info(state, &key, true).await.map_err(e)?,
+            ))
         }
         (&Method::GET, ["keys", id]) => {
             let key = find_key(state, id).await?;
             let show = query_param(query, "show_secret").is_some_and(|v| v == "true");
-            Ok(json(StatusCode::OK, &key_info(state, &key, show).await.map_err(e)?))
+            Ok(json(
+                StatusCode::OK,
+                &key_info(state, &key, show).await.map_err(e)?,
+            ))
         }
         (&Method::POST, ["keys", id]) => {
             let req: api::UpdateKeyRequest = parse(body)?;
@@ -96,7 +139,10 @@ async fn dispatch(state: &AdminState, method: &Method, path: &str, query: &str, 
                 key.allow_create_bucket.update(a);
             }
             m.keys.insert(&key).await.map_err(e)?;
-            Ok(json(StatusCode::OK, &key_info(state, &key, false).await.map_err(e)?))
+            Ok(json(
+                StatusCode::OK,
+                &key_info(state, &key, false).await.map_err(e)?,
+            ))
         }
         (&Method::DELETE, ["keys", id]) => {
             let key = find_key(state, id).await?;
@@ -105,23 +151,44 @@ async fn dispatch(state: &AdminState, method: &Method, path: &str, query: &str, 
         }
         (&Method::GET, ["buckets"]) => {
             if let Some(name) = query_param(query, "name") {
-                let b = m.bucket_by_name(&name).await.map_err(e)?.ok_or_else(|| from_error(&Error::NoSuchBucket(name)))?;
-                return Ok(json(StatusCode::OK, &bucket_info(state, &b).await.map_err(e)?));
+                let b = m
+                    .bucket_by_name(&name)
+                    .await
+                    .map_err(e)?
+                    .ok_or_else(|| from_error(&Error::NoSuchBucket(name)))?;
+                return Ok(json(
+                    StatusCode::OK,
+                    &bucket_info(state, &b).await.map_err(e)?,
+                ));
             }
             let buckets = m.buckets.get_all(Some(true)).await.map_err(e)?;
-            let list: Vec<api::BucketSummary> =
-                buckets.iter().map(|b| api::BucketSummary { id: b.id.to_hex(), name: b.name.v.clone() }).collect();
+            let list: Vec<api::BucketSummary> = buckets
+                .iter()
+                .map(|b| api::BucketSummary {
+                    id: b.id.to_hex(),
+                    name: b.name.v.clone(),
+                })
+                .collect();
             Ok(json(StatusCode::OK, &list))
         }
         (&Method::POST, ["buckets"]) => {
             let req: api::CreateBucketRequest = parse(body)?;
             let quotas = req.quotas.map(quota_spec).unwrap_or_default();
-            let b = m.create_bucket(&req.name, None, quotas, req.owner_tag).await.map_err(e)?;
-            Ok(json(StatusCode::OK, &bucket_info(state, &b).await.map_err(e)?))
+            let b = m
+                .create_bucket(&req.name, None, quotas, req.owner_tag)
+                .await
+                .map_err(e)?;
+            Ok(json(
+                StatusCode::OK,
+                &bucket_info(state, &b).await.map_err(e)?,
+            ))
         }
         (&Method::GET, ["buckets", id]) => {
             let b = find_bucket(state, id).await?;
-            Ok(json(StatusCode::OK, &bucket_info(state, &b).await.map_err(e)?))
+            Ok(json(
+                StatusCode::OK,
+                &bucket_info(state, &b).await.map_err(e)?,
+            ))
         }
         (&Method::POST, ["buckets", id]) => {
             let req: api::UpdateBucketRequest = parse(body)?;
@@ -133,7 +200,10 @@ async fn dispatch(state: &AdminState, method: &Method, path: &str, query: &str, 
                 b.owner_tag.update(Some(t));
             }
             m.buckets.insert(&b).await.map_err(e)?;
-            Ok(json(StatusCode::OK, &bucket_info(state, &b).await.map_err(e)?))
+            Ok(json(
+                StatusCode::OK,
+                &bucket_info(state, &b).await.map_err(e)?,
+            ))
         }
         (&Method::DELETE, ["buckets", id]) => {
             let b = find_bucket(state, id).await?;
@@ -146,19 +216,40 @@ async fn dispatch(state: &AdminState, method: &Method, path: &str, query: &str, 
             let cur = b.perm_of(&req.access_key_id);
             let p = req.permissions;
             let new = if *action == "allow" {
-                BucketPerm { read: cur.read || p.read, write: cur.write || p.write, owner: cur.owner || p.owner }
+                BucketPerm {
+                    read: cur.read || p.read,
+                    write: cur.write || p.write,
+                    owner: cur.owner || p.owner,
+                }
             } else {
-                BucketPerm { read: cur.read && !p.read, write: cur.write && !p.write, owner: cur.owner && !p.owner }
+                BucketPerm {
+                    read: cur.read && !p.read,
+                    write: cur.write && !p.write,
+                    owner: cur.owner && !p.owner,
+                }
             };
-            let b = m.set_permission(&b.id, &req.access_key_id, new).await.map_err(e)?;
-            Ok(json(StatusCode::OK, &bucket_info(state, &b).await.map_err(e)?))
+            let b = m
+                .set_permission(&b.id, &req.access_key_id, new)
+                .await
+                .map_err(e)?;
+            Ok(json(
+                StatusCode::OK,
+                &bucket_info(state, &b).await.map_err(e)?,
+            ))
         }
-        _ => Err(error(StatusCode::NOT_FOUND, "NotFound", format!("no route for {method} {path}"))),
+        _ => Err(error(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("no route for {method} {path}"),
+        )),
     }
 }
 
 fn quota_spec(q: api::Quotas) -> QuotaSpec {
-    QuotaSpec { max_size: q.max_size, max_objects: q.max_objects }
+    QuotaSpec {
+        max_size: q.max_size,
+        max_objects: q.max_objects,
+    }
 }
 
 async fn find_key(state: &AdminState, id: &str) -> Result<Key, Reply> {
@@ -192,7 +283,11 @@ async fn key_info(state: &AdminState, key: &Key, show_secret: bool) -> crate::Re
         }
         let name = state.model.bucket_by_id(id).await?.map(|b| b.name.v);
         if name.is_some() {
-            buckets.push(api::KeyBucketPermission { bucket_id: id.to_hex(), bucket_name: name, permissions: (*perm).into() });
+            buckets.push(api::KeyBucketPermission {
+                bucket_id: id.to_hex(),
+                bucket_name: name,
+                permissions: (*perm).into(),
+            });
         }
     }
     Ok(api::KeyInfo {
@@ -211,7 +306,11 @@ async fn bucket_info(state: &AdminState, b: &Bucket) -> crate::Result<api::Bucke
             continue;
         }
         if let Some(k) = state.model.key(key_id).await? {
-            keys.push(api::BucketKeyPermission { access_key_id: key_id.clone(), name: k.name.v, permissions: (*perm).into() });
+            keys.push(api::BucketKeyPermission {
+                access_key_id: key_id.clone(),
+                name: k.name.v,
+                permissions: (*perm).into(),
+            });
         }
     }
     let c = state.model.counts(&b.id).await?;
@@ -219,7 +318,10 @@ async fn bucket_info(state: &AdminState, b: &Bucket) -> crate::Result<api::Bucke
         id: b.id.to_hex(),
         name: b.name.v.clone(),
         created: rfc3339(b.created),
-        quotas: api::Quotas { max_size: b.quotas.v.max_size, max_objects: b.quotas.v.max_objects },
+        quotas: api::Quotas {
+            max_size: b.quotas.v.max_size,
+            max_objects: b.quotas.v.max_objects,
+        },
         owner_tag: b.owner_tag.v.clone(),
         keys,
         objects: u64::try_from(c.objects).unwrap_or(0),
@@ -234,12 +336,20 @@ fn status(state: &AdminState) -> api::ClusterStatus {
         node_id: state.node_id.clone(),
         hostname: hostname(),
         zone: c.zone.clone(),
-        rpc_addr: Some(c.rpc_public_addr.clone().unwrap_or_else(|| c.rpc_bind_addr.to_string())),
+        rpc_addr: Some(
+            c.rpc_public_addr
+                .clone()
+                .unwrap_or_else(|| c.rpc_bind_addr.to_string()),
+        ),
         is_up: true,
         role: None,
         version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    api::ClusterStatus { node_id: state.node_id.clone(), layout_version: 0, nodes: vec![node] }
+    api::ClusterStatus {
+        node_id: state.node_id.clone(),
+        layout_version: 0,
+        nodes: vec![node],
+    }
 }
 
 /// A single node holds every partition itself.

@@ -33,9 +33,21 @@ impl Metrics {
         let mut registry = Registry::with_prefix("storaged");
         let s3_requests = Family::default();
         let s3_duration = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
-        registry.register("s3_requests", "S3 requests by method and status class", s3_requests.clone());
-        registry.register("s3_request_duration_seconds", "S3 request duration", s3_duration.clone());
-        Self { registry, s3_requests, s3_duration }
+        registry.register(
+            "s3_requests",
+            "S3 requests by method and status class",
+            s3_requests.clone(),
+        );
+        registry.register(
+            "s3_request_duration_seconds",
+            "S3 request duration",
+            s3_duration.clone(),
+        );
+        Self {
+            registry,
+            s3_requests,
+            s3_duration,
+        }
     }
 
     /// OpenMetrics text.

@@ -39,13 +39,21 @@ pub(crate) fn json<T: Serialize>(status: StatusCode, value: &T) -> Reply {
     let body = serde_json::to_vec_pretty(value).unwrap_or_default();
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     r
 }
 
 pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Reply {
-    json(status, &ErrorResponse { code: code.to_string(), message: message.into() })
+    json(
+        status,
+        &ErrorResponse {
+            code: code.to_string(),
+            message: message.into(),
+        },
+    )
 }
 
 fn text(status: StatusCode, body: String) -> Reply {
@@ -62,7 +70,12 @@ fn bearer_ok(req: &Request<Incoming>, expected: &str) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    got.len() == expected.len() && got.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    got.len() == expected.len()
+        && got
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 /// Entry point of the admin server.
@@ -72,24 +85,44 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Result<Re
         (&Method::GET, paths::HEALTH) => text(StatusCode::OK, "ok\n".into()),
         (&Method::GET, paths::READY) => text(StatusCode::OK, "ready\n".into()),
         (&Method::GET, paths::METRICS) => match &state.config.admin.metrics_token {
-            Some(t) if !bearer_ok(&req, t) => error(StatusCode::UNAUTHORIZED, "Unauthorized", "metrics token required"),
+            Some(t) if !bearer_ok(&req, t) => error(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "metrics token required",
+            ),
             _ => text(StatusCode::OK, state.metrics.render()),
         },
         (_, p) if p.starts_with("/v1/") || p == "/v1" => match &state.config.admin.admin_token {
-            None => error(StatusCode::FORBIDDEN, "Forbidden", "admin API disabled: no admin_token configured"),
-            Some(t) if !bearer_ok(&req, t) => {
-                error(StatusCode::UNAUTHORIZED, "Unauthorized", "missing or wrong bearer token")
-            }
+            None => error(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                "admin API disabled: no admin_token configured",
+            ),
+            Some(t) if !bearer_ok(&req, t) => error(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "missing or wrong bearer token",
+            ),
             Some(_) => {
                 let method = req.method().clone();
                 let query = req.uri().query().unwrap_or_default().to_string();
                 match Limited::new(req.into_body(), MAX_BODY).collect().await {
-                    Ok(body) => handlers::route(&state, &method, &path, &query, &body.to_bytes()).await,
-                    Err(_) => error(StatusCode::PAYLOAD_TOO_LARGE, "BadRequest", "request body too large or unreadable"),
+                    Ok(body) => {
+                        handlers::route(&state, &method, &path, &query, &body.to_bytes()).await
+                    }
+                    Err(_) => error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "BadRequest",
+                        "request body too large or unreadable",
+                    ),
                 }
             }
         },
-        _ => error(StatusCode::NOT_FOUND, "NotFound", format!("no route for {path}")),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("no route for {path}"),
+        ),
     };
     Ok(reply)
 }

@@ -52,7 +52,9 @@ impl BlockManager {
 
     fn dir_of(&self, hash: &Hash) -> PathBuf {
         let h = hash.as_bytes();
-        self.data_dir.join(format!("{:02x}", h[0])).join(format!("{:02x}", h[1]))
+        self.data_dir
+            .join(format!("{:02x}", h[0]))
+            .join(format!("{:02x}", h[1]))
     }
 
     fn paths(&self, hash: &Hash) -> (PathBuf, PathBuf) {
@@ -101,7 +103,11 @@ impl BlockManager {
                 }
             }
         }
-        let tmp = dir.join(format!("{}.tmp.{:016x}", hash.to_hex(), rand::random::<u64>()));
+        let tmp = dir.join(format!(
+            "{}.tmp.{:016x}",
+            hash.to_hex(),
+            rand::random::<u64>()
+        ));
         let result = (|| -> Result<()> {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(bytes)?;
@@ -164,7 +170,11 @@ impl BlockManager {
     }
 
     /// Runs [`Self::gc_once`] every `interval` until `shutdown` flips.
-    pub async fn run_gc_worker(self: Arc<Self>, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run_gc_worker(
+        self: Arc<Self>,
+        interval: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         loop {
             match self.gc_once().await {
                 Ok(0) => {}
@@ -201,9 +211,15 @@ mod tests {
         let (_, zst) = bm.paths(&h);
         assert!(zst.exists(), "compressible chunk stored as .zst");
         std::fs::write(&zst, zstd::bulk::compress(&[1u8; 10], 1).expect("zstd")).expect("corrupt");
-        assert!(matches!(bm.read_block(h).await, Err(Error::CorruptBlock(_))));
+        assert!(matches!(
+            bm.read_block(h).await,
+            Err(Error::CorruptBlock(_))
+        ));
         let missing = Hash::hash_of(b"nope");
-        assert!(matches!(bm.read_block(missing).await, Err(Error::MissingBlock(_))));
+        assert!(matches!(
+            bm.read_block(missing).await,
+            Err(Error::MissingBlock(_))
+        ));
     }
 
     #[tokio::test]

@@ -25,13 +25,21 @@ impl BlockRef {
     /// A live reference.
     #[must_use]
     pub fn new(block: Hash, version: Uuid) -> Self {
-        Self { block, version, deleted: Bool(false) }
+        Self {
+            block,
+            version,
+            deleted: Bool(false),
+        }
     }
 
     /// A released reference.
     #[must_use]
     pub fn deleted(block: Hash, version: Uuid) -> Self {
-        Self { block, version, deleted: Bool(true) }
+        Self {
+            block,
+            version,
+            deleted: Bool(true),
+        }
     }
 }
 
@@ -67,12 +75,19 @@ impl TableSchema for BlockRefTable {
         !e.deleted.0
     }
 
-    fn updated(&self, tx: &mut UpdateTx<'_>, old: Option<&BlockRef>, new: Option<&BlockRef>) -> Result<()> {
+    fn updated(
+        &self,
+        tx: &mut UpdateTx<'_>,
+        old: Option<&BlockRef>,
+        new: Option<&BlockRef>,
+    ) -> Result<()> {
         let was_live = old.is_some_and(|o| !o.deleted.0);
         let is_live = new.is_some_and(|n| !n.deleted.0);
         match (was_live, is_live, new.or(old)) {
             (false, true, Some(r)) => block::incref(tx.raw(), &r.block),
-            (true, false, Some(r)) => block::decref(tx.raw(), &r.block, now_ms() + self.gc_delay_ms),
+            (true, false, Some(r)) => {
+                block::decref(tx.raw(), &r.block, now_ms() + self.gc_delay_ms)
+            }
             _ => Ok(()),
         }
     }

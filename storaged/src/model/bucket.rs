@@ -59,7 +59,10 @@ impl Bucket {
     /// The rights of `key_id` (none when not granted).
     #[must_use]
     pub fn perm_of(&self, key_id: &str) -> BucketPerm {
-        self.authorized_keys.get(&key_id.to_string()).copied().unwrap_or_default()
+        self.authorized_keys
+            .get(&key_id.to_string())
+            .copied()
+            .unwrap_or_default()
     }
 }
 
@@ -145,13 +148,31 @@ mod tests {
     use proptest::prelude::*;
 
     fn bucket() -> impl Strategy<Value = Bucket> {
-        (any::<bool>(), 0u64..3, "[ab]", 0u64..3, any::<bool>()).prop_map(|(del, ts, name, qts, r)| {
-            let mut b = Bucket::new(Uuid::default(), name.clone(), ts);
-            b.deleted = Bool(del);
-            b.quotas = Lww::new(qts, QuotaSpec { max_size: Some(qts), max_objects: None });
-            b.authorized_keys.0.insert(name, Lww::new(ts, BucketPerm { read: r, write: !r, owner: false }));
-            b
-        })
+        (any::<bool>(), 0u64..3, "[ab]", 0u64..3, any::<bool>()).prop_map(
+            |(del, ts, name, qts, r)| {
+                let mut b = Bucket::new(Uuid::default(), name.clone(), ts);
+                b.deleted = Bool(del);
+                b.quotas = Lww::new(
+                    qts,
+                    QuotaSpec {
+                        max_size: Some(qts),
+                        max_objects: None,
+                    },
+                );
+                b.authorized_keys.0.insert(
+                    name,
+                    Lww::new(
+                        ts,
+                        BucketPerm {
+                            read: r,
+                            write: !r,
+                            owner: false,
+                        },
+                    ),
+                );
+                b
+            },
+        )
     }
 
     proptest! {

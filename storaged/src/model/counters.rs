@@ -25,13 +25,20 @@ pub struct BucketCounts {
 }
 
 fn counts_of(o: Option<&Object>) -> BucketCounts {
-    let Some(o) = o else { return BucketCounts::default() };
+    let Some(o) = o else {
+        return BucketCounts::default();
+    };
     let current = o.current().and_then(|v| v.meta());
     BucketCounts {
         objects: i64::from(current.is_some()),
         bytes: current.map_or(0, |m| i64::try_from(m.size).unwrap_or(i64::MAX)),
-        uploads: i64::try_from(o.versions().iter().filter(|v| v.is_open_multipart()).count())
-            .unwrap_or(0),
+        uploads: i64::try_from(
+            o.versions()
+                .iter()
+                .filter(|v| v.is_open_multipart())
+                .count(),
+        )
+        .unwrap_or(0),
     }
 }
 
@@ -40,12 +47,18 @@ pub(super) fn create_table(db: &Db) -> Result<()> {
 }
 
 /// Adds `new - old` to the bucket's counters.
-pub(super) fn apply_object_delta(tx: &mut UpdateTx<'_>, old: Option<&Object>, new: Option<&Object>) -> Result<()> {
+pub(super) fn apply_object_delta(
+    tx: &mut UpdateTx<'_>,
+    old: Option<&Object>,
+    new: Option<&Object>,
+) -> Result<()> {
     let (a, b) = (counts_of(old), counts_of(new));
     if a == b {
         return Ok(());
     }
-    let Some(bucket) = new.or(old).map(|o| o.bucket_id) else { return Ok(()) };
+    let Some(bucket) = new.or(old).map(|o| o.bucket_id) else {
+        return Ok(());
+    };
     let mut t = tx.raw().open_table(COUNTERS)?;
     let mut c: BucketCounts = match t.get(bucket.as_bytes().as_slice())? {
         Some(v) => decode(v.value())?,

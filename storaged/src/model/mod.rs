@@ -87,13 +87,23 @@ impl Model {
         let Some(alias) = self.aliases.get(&name.to_string(), &EmptyKey).await? else {
             return Ok(None);
         };
-        let Some(id) = alias.bucket_id.v else { return Ok(None) };
-        Ok(self.buckets.get(&id, &EmptyKey).await?.filter(Bucket::is_live))
+        let Some(id) = alias.bucket_id.v else {
+            return Ok(None);
+        };
+        Ok(self
+            .buckets
+            .get(&id, &EmptyKey)
+            .await?
+            .filter(Bucket::is_live))
     }
 
     /// The live bucket with this id.
     pub async fn bucket_by_id(&self, id: &Uuid) -> Result<Option<Bucket>> {
-        Ok(self.buckets.get(id, &EmptyKey).await?.filter(Bucket::is_live))
+        Ok(self
+            .buckets
+            .get(id, &EmptyKey)
+            .await?
+            .filter(Bucket::is_live))
     }
 
     /// Creates bucket `name`, optionally owned by `owner_key` (read + write + owner).
@@ -116,10 +126,17 @@ impl Model {
         let prev = self.aliases.get(&name.to_string(), &EmptyKey).await?;
         let ts = crate::util::time::next_timestamp(prev.map_or(0, |a| a.bucket_id.ts));
         self.aliases
-            .insert(&BucketAlias { name: name.to_string(), bucket_id: Lww::new(ts, Some(bucket.id)) })
+            .insert(&BucketAlias {
+                name: name.to_string(),
+                bucket_id: Lww::new(ts, Some(bucket.id)),
+            })
             .await?;
         if let Some(key_id) = owner_key {
-            let all = BucketPerm { read: true, write: true, owner: true };
+            let all = BucketPerm {
+                read: true,
+                write: true,
+                owner: true,
+            };
             bucket = self.set_permission(&bucket.id, key_id, all).await?;
         }
         Ok(bucket)
@@ -129,7 +146,12 @@ impl Model {
     pub async fn delete_bucket(&self, bucket: &Bucket) -> Result<()> {
         let has_objects = !self
             .objects
-            .get_range(&bucket.id, crate::table::RangeStart::First, Some(ObjectFilter::IsData), 1)
+            .get_range(
+                &bucket.id,
+                crate::table::RangeStart::First,
+                Some(ObjectFilter::IsData),
+                1,
+            )
             .await?
             .is_empty();
         if has_objects {
@@ -155,7 +177,11 @@ impl Model {
 
     /// The live access key `key_id`.
     pub async fn key(&self, key_id: &str) -> Result<Option<Key>> {
-        Ok(self.keys.get(&key_id.to_string(), &EmptyKey).await?.filter(Key::is_live))
+        Ok(self
+            .keys
+            .get(&key_id.to_string(), &EmptyKey)
+            .await?
+            .filter(Key::is_live))
     }
 
     /// Creates a key with a fresh `GK…` id and a random 64-hex secret.
@@ -178,7 +204,12 @@ impl Model {
             }
             return Err(Error::AccessKeyExists(id.to_string()));
         }
-        let key = Key::new(id.to_string(), secret.to_string(), name.to_string(), now_ms());
+        let key = Key::new(
+            id.to_string(),
+            secret.to_string(),
+            name.to_string(),
+            now_ms(),
+        );
         self.keys.insert(&key).await?;
         Ok(key)
     }
@@ -187,7 +218,8 @@ impl Model {
     pub async fn delete_key(&self, key: &Key) -> Result<()> {
         for (bucket_id, _) in key.authorized_buckets.iter() {
             if let Some(mut b) = self.buckets.get(bucket_id, &EmptyKey).await? {
-                b.authorized_keys.set(key.key_id.clone(), BucketPerm::default());
+                b.authorized_keys
+                    .set(key.key_id.clone(), BucketPerm::default());
                 self.buckets.insert(&b).await?;
             }
         }
@@ -198,7 +230,12 @@ impl Model {
 
     /// Sets the rights of `key_id` on `bucket_id` (both sides of the grant); returns the
     /// updated bucket.
-    pub async fn set_permission(&self, bucket_id: &Uuid, key_id: &str, perm: BucketPerm) -> Result<Bucket> {
+    pub async fn set_permission(
+        &self,
+        bucket_id: &Uuid,
+        key_id: &str,
+        perm: BucketPerm,
+    ) -> Result<Bucket> {
         let mut key = self
             .key(key_id)
             .await?
@@ -228,7 +265,10 @@ pub fn validate_bucket_name(name: &str) -> Result<()> {
     if !(3..=63).contains(&name.len()) {
         return bad("must be 3 to 63 characters long");
     }
-    if !name.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-') {
+    if !name
+        .bytes()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
+    {
         return bad("only lowercase letters, digits, dots and hyphens are allowed");
     }
     let alnum = |c: Option<u8>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
@@ -248,7 +288,8 @@ pub fn validate_bucket_name(name: &str) -> Result<()> {
 }
 
 fn validate_key_id(id: &str) -> Result<()> {
-    let garage = id.len() == 26 && id.starts_with("GK") && id[2..].bytes().all(|c| c.is_ascii_hexdigit());
+    let garage =
+        id.len() == 26 && id.starts_with("GK") && id[2..].bytes().all(|c| c.is_ascii_hexdigit());
     let aws = (16..=128).contains(&id.len()) && id.bytes().all(|c| c.is_ascii_alphanumeric());
     if garage || aws {
         Ok(())
@@ -278,7 +319,17 @@ mod tests {
         for ok in ["abc", "my-bucket.v2", "a1b", &"a".repeat(63)] {
             assert!(validate_bucket_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["ab", "Abc", "a_b", "-ab", "ab-", "a..b", "192.168.1.1", "xn--ab", &"a".repeat(64)] {
+        for bad in [
+            "ab",
+            "Abc",
+            "a_b",
+            "-ab",
+            "ab-",
+            "a..b",
+            "192.168.1.1",
+            "xn--ab",
+            &"a".repeat(64),
+        ] {
             assert!(validate_bucket_name(bad).is_err(), "{bad}");
         }
     }

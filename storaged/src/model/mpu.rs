@@ -56,7 +56,15 @@ impl MultipartUpload {
     /// A new upload.
     #[must_use]
     pub fn new(upload_id: Uuid, timestamp: u64, bucket_id: Uuid, key: String) -> Self {
-        Self { upload_id, timestamp, deleted: Bool(false), parts: BTreeMap::new(), bucket_id, key, checksum: None }
+        Self {
+            upload_id,
+            timestamp,
+            deleted: Bool(false),
+            parts: BTreeMap::new(),
+            bucket_id,
+            key,
+            checksum: None,
+        }
     }
 
     /// The latest complete upload of every part number, in part order.

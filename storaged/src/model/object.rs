@@ -164,7 +164,13 @@ impl ObjectVersion {
     /// Whether it is an open multipart upload.
     #[must_use]
     pub fn is_open_multipart(&self) -> bool {
-        matches!(self.state, ObjectVersionState::Uploading { multipart: true, .. })
+        matches!(
+            self.state,
+            ObjectVersionState::Uploading {
+                multipart: true,
+                ..
+            }
+        )
     }
 
     /// Metadata when the version holds data.
@@ -182,8 +188,10 @@ impl ObjectVersion {
     fn may_have_blocks(&self) -> bool {
         matches!(
             self.state,
-            ObjectVersionState::Uploading { multipart: false, .. }
-                | ObjectVersionState::Complete(ObjectVersionData::FirstBlock(..))
+            ObjectVersionState::Uploading {
+                multipart: false,
+                ..
+            } | ObjectVersionState::Complete(ObjectVersionData::FirstBlock(..))
         )
     }
 }
@@ -202,7 +210,11 @@ impl Object {
     /// An object entry holding `versions`.
     #[must_use]
     pub fn new(bucket_id: Uuid, key: String, versions: Vec<ObjectVersion>) -> Self {
-        let mut o = Self { bucket_id, key, versions: Vec::new() };
+        let mut o = Self {
+            bucket_id,
+            key,
+            versions: Vec::new(),
+        };
         for v in versions {
             o.merge_version(&v);
         }
@@ -233,7 +245,10 @@ impl Object {
     }
 
     fn merge_version(&mut self, v: &ObjectVersion) {
-        match self.versions.binary_search_by(|x| x.order().cmp(&v.order())) {
+        match self
+            .versions
+            .binary_search_by(|x| x.order().cmp(&v.order()))
+        {
             Ok(i) => self.versions[i].state.merge(&v.state),
             Err(i) => self.versions.insert(i, v.clone()),
         }
@@ -293,11 +308,18 @@ impl TableSchema for ObjectTable {
     fn matches_filter(entry: &Object, filter: &ObjectFilter) -> bool {
         match filter {
             ObjectFilter::IsData => entry.current().is_some(),
-            ObjectFilter::IsUploading => entry.versions.iter().any(ObjectVersion::is_open_multipart),
+            ObjectFilter::IsUploading => {
+                entry.versions.iter().any(ObjectVersion::is_open_multipart)
+            }
         }
     }
 
-    fn updated(&self, tx: &mut UpdateTx<'_>, old: Option<&Object>, new: Option<&Object>) -> Result<()> {
+    fn updated(
+        &self,
+        tx: &mut UpdateTx<'_>,
+        old: Option<&Object>,
+        new: Option<&Object>,
+    ) -> Result<()> {
         counters::apply_object_delta(tx, old, new)?;
         // Release the chunks of versions that were pruned or aborted.
         let Some(old) = old else { return Ok(()) };
@@ -350,7 +372,11 @@ mod tests {
                 3 => ObjectVersionState::Complete(ObjectVersionData::DeleteMarker),
                 _ => ObjectVersionState::Aborted,
             };
-            ObjectVersion { uuid: Uuid::from([id; 32]), timestamp: ts, state }
+            ObjectVersion {
+                uuid: Uuid::from([id; 32]),
+                timestamp: ts,
+                state,
+            }
         })
     }
 
@@ -388,7 +414,11 @@ mod tests {
             timestamp: 3,
             state: ObjectVersionState::Complete(ObjectVersionData::Inline(meta(2), vec![1, 2])),
         };
-        let o = Object::new(Uuid::default(), "k".into(), vec![up.clone(), old, new.clone()]);
+        let o = Object::new(
+            Uuid::default(),
+            "k".into(),
+            vec![up.clone(), old, new.clone()],
+        );
         assert_eq!(o.versions(), &[up, new.clone()]);
         assert_eq!(o.current(), Some(&new));
     }

@@ -23,12 +23,20 @@ impl BucketPerm {
 
 impl From<storaged_api::Permissions> for BucketPerm {
     fn from(p: storaged_api::Permissions) -> Self {
-        Self { read: p.read, write: p.write, owner: p.owner }
+        Self {
+            read: p.read,
+            write: p.write,
+            owner: p.owner,
+        }
     }
 }
 
 impl From<BucketPerm> for storaged_api::Permissions {
     fn from(p: BucketPerm) -> Self {
-        Self { read: p.read, write: p.write, owner: p.owner }
+        Self {
+            read: p.read,
+            write: p.write,
+            owner: p.owner,
+        }
     }
 }

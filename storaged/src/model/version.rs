@@ -43,13 +43,21 @@ impl Version {
     /// A live version with no chunk yet.
     #[must_use]
     pub fn new(uuid: Uuid) -> Self {
-        Self { uuid, deleted: Bool(false), blocks: BTreeMap::new() }
+        Self {
+            uuid,
+            deleted: Bool(false),
+            blocks: BTreeMap::new(),
+        }
     }
 
     /// The tombstone of `uuid`.
     #[must_use]
     pub fn deleted(uuid: Uuid) -> Self {
-        Self { uuid, deleted: Bool(true), blocks: BTreeMap::new() }
+        Self {
+            uuid,
+            deleted: Bool(true),
+            blocks: BTreeMap::new(),
+        }
     }
 }
 
@@ -92,7 +100,12 @@ impl TableSchema for VersionTable {
         true
     }
 
-    fn updated(&self, tx: &mut UpdateTx<'_>, old: Option<&Version>, new: Option<&Version>) -> Result<()> {
+    fn updated(
+        &self,
+        tx: &mut UpdateTx<'_>,
+        old: Option<&Version>,
+        new: Option<&Version>,
+    ) -> Result<()> {
         let Some(old) = old else { return Ok(()) };
         for (pos, b) in &old.blocks {
             if new.is_none_or(|n| !n.blocks.contains_key(pos)) {
@@ -110,16 +123,26 @@ mod tests {
     use proptest::prelude::*;
 
     fn version() -> impl Strategy<Value = Version> {
-        (any::<bool>(), proptest::collection::btree_map(0u32..3, 0u8..3, 0..3)).prop_map(|(d, m)| {
-            let mut v = Version::new(Uuid::default());
-            v.deleted = Bool(d);
-            if !d {
-                for (part, h) in m {
-                    v.blocks.insert(BlockPos { part, offset: 0 }, VersionBlock { hash: Hash::from([h; 32]), size: 1 });
+        (
+            any::<bool>(),
+            proptest::collection::btree_map(0u32..3, 0u8..3, 0..3),
+        )
+            .prop_map(|(d, m)| {
+                let mut v = Version::new(Uuid::default());
+                v.deleted = Bool(d);
+                if !d {
+                    for (part, h) in m {
+                        v.blocks.insert(
+                            BlockPos { part, offset: 0 },
+                            VersionBlock {
+                                hash: Hash::from([h; 32]),
+                                size: 1,
+                            },
+                        );
+                    }
                 }
-            }
-            v
-        })
+                v
+            })
     }
 
     proptest! {

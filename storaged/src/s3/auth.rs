@@ -46,7 +46,12 @@ pub(super) async fn signed_key<T>(model: &Model, req: &S3Request<T>) -> S3Result
 }
 
 /// The bucket `name` if the request's key has `need` on it.
-pub(super) async fn bucket_for<T>(model: &Model, req: &S3Request<T>, name: &str, need: Need) -> S3Result<(Bucket, Key)> {
+pub(super) async fn bucket_for<T>(
+    model: &Model,
+    req: &S3Request<T>,
+    name: &str,
+    need: Need,
+) -> S3Result<(Bucket, Key)> {
     let key = signed_key(model, req).await?;
     let bucket = model
         .bucket_by_name(name)
@@ -66,5 +71,9 @@ pub(super) fn check(bucket: &Bucket, key: &Key, need: Need) -> S3Result<()> {
         Need::Owner => p.owner,
         Need::Any => !p.is_none(),
     };
-    if ok { Ok(()) } else { Err(s3_error!(AccessDenied)) }
+    if ok {
+        Ok(())
+    } else {
+        Err(s3_error!(AccessDenied))
+    }
 }

@@ -9,7 +9,10 @@ use super::error::OrS3;
 use super::get::ms_to_timestamp;
 use crate::model::QuotaSpec;
 
-pub(super) async fn list_buckets(api: &S3Api, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+pub(super) async fn list_buckets(
+    api: &S3Api,
+    req: S3Request<ListBucketsInput>,
+) -> S3Result<S3Response<ListBucketsOutput>> {
     let key = signed_key(&api.model, &req).await?;
     let mut buckets = Vec::new();
     for (id, perm) in key.authorized_buckets.iter() {
@@ -28,23 +31,38 @@ pub(super) async fn list_buckets(api: &S3Api, req: S3Request<ListBucketsInput>) 
     buckets.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(S3Response::new(ListBucketsOutput {
         buckets: Some(buckets),
-        owner: Some(Owner { id: Some(key.key_id.clone()), display_name: Some(key.name.v.clone()) }),
+        owner: Some(Owner {
+            id: Some(key.key_id.clone()),
+            display_name: Some(key.name.v.clone()),
+        }),
         ..Default::default()
     }))
 }
 
-pub(super) async fn create_bucket(api: &S3Api, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+pub(super) async fn create_bucket(
+    api: &S3Api,
+    req: S3Request<CreateBucketInput>,
+) -> S3Result<S3Response<CreateBucketOutput>> {
     let key = signed_key(&api.model, &req).await?;
     let name = &req.input.bucket;
     if let Some(existing) = api.model.bucket_by_name(name).await.s3()? {
         return Err(if existing.perm_of(&key.key_id).owner {
-            s3_error!(BucketAlreadyOwnedByYou, "Your previous request to create the named bucket succeeded and you already own it.")
+            s3_error!(
+                BucketAlreadyOwnedByYou,
+                "Your previous request to create the named bucket succeeded and you already own it."
+            )
         } else {
-            s3_error!(BucketAlreadyExists, "The requested bucket name is not available.")
+            s3_error!(
+                BucketAlreadyExists,
+                "The requested bucket name is not available."
+            )
         });
     }
     if !key.allow_create_bucket.v {
-        return Err(s3_error!(AccessDenied, "This key is not allowed to create buckets"));
+        return Err(s3_error!(
+            AccessDenied,
+            "This key is not allowed to create buckets"
+        ));
     }
     if let Some(loc) = req
         .input
@@ -63,15 +81,27 @@ pub(super) async fn create_bucket(api: &S3Api, req: S3Request<CreateBucketInput>
         .create_bucket(name, Some(&key.key_id), QuotaSpec::default(), None)
         .await
         .s3()?;
-    Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{name}")), ..Default::default() }))
+    Ok(S3Response::new(CreateBucketOutput {
+        location: Some(format!("/{name}")),
+        ..Default::default()
+    }))
 }
 
-pub(super) async fn head_bucket(api: &S3Api, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+pub(super) async fn head_bucket(
+    api: &S3Api,
+    req: S3Request<HeadBucketInput>,
+) -> S3Result<S3Response<HeadBucketOutput>> {
     bucket_for(&api.model, &req, &req.input.bucket, Need::Any).await?;
-    Ok(S3Response::new(HeadBucketOutput { bucket_region: Some(api.region.clone()), ..Default::default() }))
+    Ok(S3Response::new(HeadBucketOutput {
+        bucket_region: Some(api.region.clone()),
+        ..Default::default()
+    }))
 }
 
-pub(super) async fn delete_bucket(api: &S3Api, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
+pub(super) async fn delete_bucket(
+    api: &S3Api,
+    req: S3Request<DeleteBucketInput>,
+) -> S3Result<S3Response<DeleteBucketOutput>> {
     let (bucket, _) = bucket_for(&api.model, &req, &req.input.bucket, Need::Owner).await?;
     api.model.delete_bucket(&bucket).await.s3()?;
     Ok(S3Response::new(DeleteBucketOutput::default()))
@@ -83,8 +113,11 @@ pub(super) async fn get_bucket_location(
 ) -> S3Result<S3Response<GetBucketLocationOutput>> {
     bucket_for(&api.model, &req, &req.input.bucket, Need::Any).await?;
     // S3 reports us-east-1 as an empty constraint.
-    let loc = (api.region != "us-east-1").then(|| BucketLocationConstraint::from(api.region.clone()));
-    Ok(S3Response::new(GetBucketLocationOutput { location_constraint: loc }))
+    let loc =
+        (api.region != "us-east-1").then(|| BucketLocationConstraint::from(api.region.clone()));
+    Ok(S3Response::new(GetBucketLocationOutput {
+        location_constraint: loc,
+    }))
 }
 
 pub(super) async fn get_bucket_versioning(

@@ -115,10 +115,15 @@ impl Fields {
             (ChecksumAlgo::Sha1, &self.sha1),
             (ChecksumAlgo::Sha256, &self.sha256),
         ];
-        let mut given = all.into_iter().filter_map(|(a, v)| v.clone().map(|v| (a, v)));
+        let mut given = all
+            .into_iter()
+            .filter_map(|(a, v)| v.clone().map(|v| (a, v)));
         let first = given.next();
         if given.next().is_some() {
-            return Err(s3_error!(InvalidRequest, "Expecting a single x-amz-checksum- header"));
+            return Err(s3_error!(
+                InvalidRequest,
+                "Expecting a single x-amz-checksum- header"
+            ));
         }
         Ok(first)
     }
@@ -144,7 +149,11 @@ pub(super) struct Expected {
 impl Expected {
     /// Reads the expectation from the checksum headers, `x-amz-trailer` and the
     /// `x-amz-sdk-checksum-algorithm` hint.
-    pub(super) fn from_request(headers: &HeaderMap, fields: &Fields, hint: Option<&str>) -> S3Result<Self> {
+    pub(super) fn from_request(
+        headers: &HeaderMap,
+        fields: &Fields,
+        hint: Option<&str>,
+    ) -> S3Result<Self> {
         let mut e = Self::default();
         if let Some((algo, value)) = fields.single()? {
             e.algo = Some(algo);
@@ -153,17 +162,22 @@ impl Expected {
         if let Some(t) = headers.get("x-amz-trailer").and_then(|v| v.to_str().ok()) {
             let t = t.trim().to_ascii_lowercase();
             if t.starts_with("x-amz-checksum-") {
-                let algo = algo_from_name(&t)
-                    .ok_or_else(|| s3_error!(InvalidRequest, "unsupported checksum algorithm in x-amz-trailer"))?;
+                let algo = algo_from_name(&t).ok_or_else(|| {
+                    s3_error!(
+                        InvalidRequest,
+                        "unsupported checksum algorithm in x-amz-trailer"
+                    )
+                })?;
                 e.algo = Some(algo);
                 e.trailer = Some(t);
             }
         }
         if e.algo.is_none() {
             if let Some(h) = hint {
-                e.algo = Some(
-                    algo_from_name(h).ok_or_else(|| s3_error!(InvalidRequest, "unsupported checksum algorithm"))?,
-                );
+                e.algo =
+                    Some(algo_from_name(h).ok_or_else(|| {
+                        s3_error!(InvalidRequest, "unsupported checksum algorithm")
+                    })?);
             }
         }
         Ok(e)
@@ -171,7 +185,11 @@ impl Expected {
 
     /// Fails with BadDigest unless `computed` (raw bytes) matches the expected value; the
     /// trailer value is read from `trailers` after the body.
-    pub(super) fn verify(&mut self, computed: Option<&[u8]>, trailers: Option<&HeaderMap>) -> S3Result<()> {
+    pub(super) fn verify(
+        &mut self,
+        computed: Option<&[u8]>,
+        trailers: Option<&HeaderMap>,
+    ) -> S3Result<()> {
         if let (Some(name), Some(t)) = (&self.trailer, trailers) {
             if let Some(v) = t.get(name.as_str()).and_then(|v| v.to_str().ok()) {
                 self.value = Some(v.trim().to_string());
@@ -198,7 +216,10 @@ pub(super) fn verify_content_md5(header: Option<&str>, md5: &[u8; 16]) -> S3Resu
         .filter(|b| b.len() == 16)
         .ok_or_else(|| s3_error!(InvalidDigest, "The Content-MD5 you specified is not valid"))?;
     if given != md5 {
-        return Err(s3_error!(BadDigest, "The Content-MD5 you specified did not match what we received"));
+        return Err(s3_error!(
+            BadDigest,
+            "The Content-MD5 you specified did not match what we received"
+        ));
     }
     Ok(())
 }
@@ -206,9 +227,10 @@ pub(super) fn verify_content_md5(header: Option<&str>, md5: &[u8; 16]) -> S3Resu
 /// Fails early with InvalidDigest on a malformed Content-MD5.
 pub(super) fn check_content_md5_shape(header: Option<&str>) -> S3Result<()> {
     match header {
-        Some(h) if B64.decode(h.trim()).map_or(true, |b| b.len() != 16) => {
-            Err(s3_error!(InvalidDigest, "The Content-MD5 you specified is not valid"))
-        }
+        Some(h) if B64.decode(h.trim()).map_or(true, |b| b.len() != 16) => Err(s3_error!(
+            InvalidDigest,
+            "The Content-MD5 you specified is not valid"
+        )),
         _ => Ok(()),
     }
 }
@@ -263,10 +285,21 @@ mod tests {
     #[test]
     fn combined_crc_equals_crc_of_whole() {
         let (a, b) = (b"hello ".as_slice(), b"world, this is a test".as_slice());
-        for algo in [ChecksumAlgo::Crc32, ChecksumAlgo::Crc32c, ChecksumAlgo::Crc64Nvme] {
-            let parts = vec![(crc_of(algo, a), a.len() as u64), (crc_of(algo, b), b.len() as u64)];
+        for algo in [
+            ChecksumAlgo::Crc32,
+            ChecksumAlgo::Crc32c,
+            ChecksumAlgo::Crc64Nvme,
+        ] {
+            let parts = vec![
+                (crc_of(algo, a), a.len() as u64),
+                (crc_of(algo, b), b.len() as u64),
+            ];
             let whole = [a, b].concat();
-            assert_eq!(combine_crc(algo, &parts), Some(crc_of(algo, &whole)), "{algo:?}");
+            assert_eq!(
+                combine_crc(algo, &parts),
+                Some(crc_of(algo, &whole)),
+                "{algo:?}"
+            );
         }
         assert_eq!(combine_crc(ChecksumAlgo::Sha256, &[]), None);
     }
@@ -274,7 +307,10 @@ mod tests {
     #[test]
     fn known_crc32_value() {
         // CRC-32 of "123456789" is 0xCBF43926.
-        assert_eq!(crc_of(ChecksumAlgo::Crc32, b"123456789"), b64(&0xCBF4_3926u32.to_be_bytes()));
+        assert_eq!(
+            crc_of(ChecksumAlgo::Crc32, b"123456789"),
+            b64(&0xCBF4_3926u32.to_be_bytes())
+        );
     }
 
     #[test]

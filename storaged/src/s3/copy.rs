@@ -18,19 +18,33 @@ use crate::util::time::next_timestamp;
 
 /// Resolves `x-amz-copy-source` to its current version, checking read access and the
 /// `x-amz-copy-source-if-*` conditions (all failures are 412 for copies).
-async fn source<T>(api: &S3Api, req: &S3Request<T>, src: &CopySource, conds: Conditions<'_>) -> S3Result<(Uuid, String, Current)> {
+async fn source<T>(
+    api: &S3Api,
+    req: &S3Request<T>,
+    src: &CopySource,
+    conds: Conditions<'_>,
+) -> S3Result<(Uuid, String, Current)> {
     let CopySource::Bucket { bucket, key, .. } = src else {
-        return Err(s3_error!(NotImplemented, "Access point copy sources are not supported"));
+        return Err(s3_error!(
+            NotImplemented,
+            "Access point copy sources are not supported"
+        ));
     };
     let (b, _) = bucket_for(&api.model, req, bucket, Need::Read).await?;
     let cur = current(&api.model, b.id, key).await?;
     conds.check(&cur, || {
-        s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
+        s3_error!(
+            PreconditionFailed,
+            "At least one of the pre-conditions you specified did not hold"
+        )
     })?;
     Ok((b.id, key.to_string(), cur))
 }
 
-pub(super) async fn copy_object(api: &S3Api, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+pub(super) async fn copy_object(
+    api: &S3Api,
+    req: S3Request<CopyObjectInput>,
+) -> S3Result<S3Response<CopyObjectOutput>> {
     let model = &api.model;
     let i = &req.input;
     let conds = Conditions {
@@ -67,7 +81,9 @@ pub(super) async fn copy_object(api: &S3Api, req: S3Request<CopyObjectInput>) ->
     }
     let uuid = Uuid::random();
     let data = match &cur.version.state {
-        ObjectVersionState::Complete(ObjectVersionData::Inline(_, bytes)) => ObjectVersionData::Inline(meta.clone(), bytes.clone()),
+        ObjectVersionState::Complete(ObjectVersionData::Inline(_, bytes)) => {
+            ObjectVersionData::Inline(meta.clone(), bytes.clone())
+        }
         ObjectVersionState::Complete(ObjectVersionData::FirstBlock(_, first)) => {
             let src_version = model
                 .versions
@@ -78,7 +94,11 @@ pub(super) async fn copy_object(api: &S3Api, req: S3Request<CopyObjectInput>) ->
             let mut v = Version::new(uuid);
             v.blocks = src_version.blocks.clone();
             model.versions.insert(&v).await.s3()?;
-            let refs = v.blocks.values().map(|b| BlockRef::new(b.hash, uuid)).collect();
+            let refs = v
+                .blocks
+                .values()
+                .map(|b| BlockRef::new(b.hash, uuid))
+                .collect();
             model.block_refs.insert_many(refs).await.s3()?;
             ObjectVersionData::FirstBlock(meta.clone(), *first)
         }
@@ -86,8 +106,16 @@ pub(super) async fn copy_object(api: &S3Api, req: S3Request<CopyObjectInput>) ->
     };
     let existing = model.objects.get(&dst.id, &i.key).await.s3()?;
     let timestamp = next_timestamp(existing.as_ref().map_or(0, Object::last_timestamp));
-    let v = ObjectVersion { uuid, timestamp, state: ObjectVersionState::Complete(data) };
-    model.objects.insert(&Object::new(dst.id, i.key.clone(), vec![v])).await.s3()?;
+    let v = ObjectVersion {
+        uuid,
+        timestamp,
+        state: ObjectVersionState::Complete(data),
+    };
+    model
+        .objects
+        .insert(&Object::new(dst.id, i.key.clone(), vec![v]))
+        .await
+        .s3()?;
     let f = meta.checksum.as_ref().map(Fields::of).unwrap_or_default();
     Ok(S3Response::new(CopyObjectOutput {
         copy_object_result: Some(CopyObjectResult {
@@ -98,7 +126,10 @@ pub(super) async fn copy_object(api: &S3Api, req: S3Request<CopyObjectInput>) ->
             checksum_crc64nvme: f.crc64nvme,
             checksum_sha1: f.sha1,
             checksum_sha256: f.sha256,
-            checksum_type: meta.checksum.as_ref().map(|c| ChecksumType::from_static(Fields::kind_name(c))),
+            checksum_type: meta
+                .checksum
+                .as_ref()
+                .map(|c| ChecksumType::from_static(Fields::kind_name(c))),
         }),
         ..Default::default()
     }))
@@ -107,7 +138,12 @@ pub(super) async fn copy_object(api: &S3Api, req: S3Request<CopyObjectInput>) ->
 /// Parses `x-amz-copy-source-range: bytes=first-last` against the source size.
 fn copy_range(range: Option<&str>, size: u64) -> S3Result<std::ops::Range<u64>> {
     let Some(r) = range else { return Ok(0..size) };
-    let bad = || s3_error!(InvalidArgument, "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy");
+    let bad = || {
+        s3_error!(
+            InvalidArgument,
+            "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy"
+        )
+    };
     let spec = r.trim().strip_prefix("bytes=").ok_or_else(bad)?;
     let (a, b) = spec.split_once('-').ok_or_else(bad)?;
     let (a, b): (u64, u64) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
@@ -115,12 +151,18 @@ fn copy_range(range: Option<&str>, size: u64) -> S3Result<std::ops::Range<u64>> 
         return Err(bad());
     }
     if b >= size {
-        return Err(s3_error!(InvalidRange, "The requested range is not satisfiable"));
+        return Err(s3_error!(
+            InvalidRange,
+            "The requested range is not satisfiable"
+        ));
     }
     Ok(a..b + 1)
 }
 
-pub(super) async fn upload_part_copy(api: &S3Api, req: S3Request<UploadPartCopyInput>) -> S3Result<S3Response<UploadPartCopyOutput>> {
+pub(super) async fn upload_part_copy(
+    api: &S3Api,
+    req: S3Request<UploadPartCopyInput>,
+) -> S3Result<S3Response<UploadPartCopyOutput>> {
     let model = &api.model;
     let i = &req.input;
     let part_number = check_part_number(i.part_number)?;
@@ -136,7 +178,16 @@ pub(super) async fn upload_part_copy(api: &S3Api, req: S3Request<UploadPartCopyI
     let range = copy_range(i.copy_source_range.as_deref(), cur.meta.size)?;
     check_quotas(model, &dst, range.end - range.start).await?;
     let body = body_stream(model, &cur, range).await?;
-    let (part, pk) = store_part(model, &mpu, part_number, Some(body), Expected::default(), None, None).await?;
+    let (part, pk) = store_part(
+        model,
+        &mpu,
+        part_number,
+        Some(body),
+        Expected::default(),
+        None,
+        None,
+    )
+    .await?;
     Ok(S3Response::new(UploadPartCopyOutput {
         copy_part_result: Some(CopyPartResult {
             e_tag: part.etag.map(ETag::Strong),

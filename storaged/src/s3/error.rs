@@ -7,16 +7,28 @@ use crate::error::Error;
 impl From<Error> for S3Error {
     fn from(e: Error) -> Self {
         match e {
-            Error::NoSuchBucket(b) => S3Error::with_message(S3ErrorCode::NoSuchBucket, format!("bucket {b} does not exist")),
-            Error::BucketAlreadyExists(b) => {
-                S3Error::with_message(S3ErrorCode::BucketAlreadyExists, format!("bucket name {b} is taken"))
+            Error::NoSuchBucket(b) => S3Error::with_message(
+                S3ErrorCode::NoSuchBucket,
+                format!("bucket {b} does not exist"),
+            ),
+            Error::BucketAlreadyExists(b) => S3Error::with_message(
+                S3ErrorCode::BucketAlreadyExists,
+                format!("bucket name {b} is taken"),
+            ),
+            Error::BucketNotEmpty(b) => S3Error::with_message(
+                S3ErrorCode::BucketNotEmpty,
+                format!("bucket {b} is not empty"),
+            ),
+            Error::InvalidBucketName(_, why) => {
+                S3Error::with_message(S3ErrorCode::InvalidBucketName, why)
             }
-            Error::BucketNotEmpty(b) => S3Error::with_message(S3ErrorCode::BucketNotEmpty, format!("bucket {b} is not empty")),
-            Error::InvalidBucketName(_, why) => S3Error::with_message(S3ErrorCode::InvalidBucketName, why),
             Error::NoSuchAccessKey(_) => s3_error!(InvalidAccessKeyId),
             other => {
                 tracing::error!(error = %other, "internal error");
-                S3Error::with_message(S3ErrorCode::InternalError, "internal error, see the server log")
+                S3Error::with_message(
+                    S3ErrorCode::InternalError,
+                    "internal error, see the server log",
+                )
             }
         }
     }

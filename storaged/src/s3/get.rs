@@ -7,8 +7,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 use s3s::dto::{
-    ChecksumMode, ETag, ETagCondition, GetObjectInput, GetObjectOutput, HeadObjectInput, HeadObjectOutput,
-    StreamingBlob, Timestamp,
+    ChecksumMode, ETag, ETagCondition, GetObjectInput, GetObjectOutput, HeadObjectInput,
+    HeadObjectOutput, StreamingBlob, Timestamp,
 };
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
@@ -46,7 +46,10 @@ pub(super) async fn current(model: &Model, bucket_id: Uuid, key: &str) -> S3Resu
         .and_then(|o| o.current())
         .cloned()
         .ok_or_else(|| s3_error!(NoSuchKey, "The specified key does not exist."))?;
-    let meta = version.meta().cloned().ok_or_else(|| s3_error!(NoSuchKey))?;
+    let meta = version
+        .meta()
+        .cloned()
+        .ok_or_else(|| s3_error!(NoSuchKey))?;
     Ok(Current { version, meta })
 }
 
@@ -76,11 +79,17 @@ impl Conditions<'_> {
         let lm = secs(&cur.last_modified());
         if let Some(c) = self.if_match {
             if !etag_matches(c, &cur.meta.etag) {
-                return Err(s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold"));
+                return Err(s3_error!(
+                    PreconditionFailed,
+                    "At least one of the pre-conditions you specified did not hold"
+                ));
             }
         } else if let Some(t) = self.if_unmodified_since {
             if lm > secs(t) {
-                return Err(s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold"));
+                return Err(s3_error!(
+                    PreconditionFailed,
+                    "At least one of the pre-conditions you specified did not hold"
+                ));
             }
         }
         if let Some(c) = self.if_none_match {
@@ -101,7 +110,10 @@ pub(super) fn not_modified() -> s3s::S3Error {
 }
 
 /// Chunks of a version with their offsets in the object: (start offset, hash, size).
-pub(super) async fn chunk_list(model: &Model, uuid: Uuid) -> S3Result<Vec<(u64, crate::util::id::Hash, u64, u32)>> {
+pub(super) async fn chunk_list(
+    model: &Model,
+    uuid: Uuid,
+) -> S3Result<Vec<(u64, crate::util::id::Hash, u64, u32)>> {
     let version: Version = model
         .versions
         .get(&uuid, &crate::table::EmptyKey)
@@ -128,11 +140,20 @@ async fn part_range(model: &Model, cur: &Current, n: i32) -> S3Result<(Range<u64
         e.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
         e
     };
-    let n = u32::try_from(n).ok().filter(|n| *n >= 1).ok_or_else(invalid)?;
+    let n = u32::try_from(n)
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(invalid)?;
     if cur.meta.parts == 0 {
-        return if n == 1 { Ok((0..cur.meta.size, 1)) } else { Err(invalid()) };
+        return if n == 1 {
+            Ok((0..cur.meta.size, 1))
+        } else {
+            Err(invalid())
+        };
     }
-    let ObjectVersionData::FirstBlock(..) = data_of(cur) else { return Err(invalid()) };
+    let ObjectVersionData::FirstBlock(..) = data_of(cur) else {
+        return Err(invalid());
+    };
     let chunks = chunk_list(model, cur.version.uuid).await?;
     let mut range: Option<Range<u64>> = None;
     for (off, _, size, part) in chunks {
@@ -155,13 +176,23 @@ fn data_of(cur: &Current) -> &ObjectVersionData {
 }
 
 /// Streams `range` of the current version.
-pub(super) async fn body_stream(model: &Arc<Model>, cur: &Current, range: Range<u64>) -> S3Result<StreamingBlob> {
+pub(super) async fn body_stream(
+    model: &Arc<Model>,
+    cur: &Current,
+    range: Range<u64>,
+) -> S3Result<StreamingBlob> {
     match data_of(cur) {
         ObjectVersionData::Inline(_, bytes) => {
-            let start = usize::try_from(range.start).unwrap_or(usize::MAX).min(bytes.len());
-            let end = usize::try_from(range.end).unwrap_or(usize::MAX).min(bytes.len());
+            let start = usize::try_from(range.start)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
+            let end = usize::try_from(range.end)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
             let data = Bytes::copy_from_slice(&bytes[start..end]);
-            Ok(StreamingBlob::wrap(stream::once(async move { Ok::<_, crate::Error>(data) })))
+            Ok(StreamingBlob::wrap(stream::once(async move {
+                Ok::<_, crate::Error>(data)
+            })))
         }
         ObjectVersionData::FirstBlock(..) => {
             let chunks: Vec<_> = chunk_list(model, cur.version.uuid)
@@ -178,7 +209,10 @@ pub(super) async fn body_stream(model: &Arc<Model>, cur: &Current, range: Range<
                         let data = model.blocks.read_block(hash).await?;
                         let from = range.start.saturating_sub(off).min(size);
                         let to = (range.end - off).min(size);
-                        let (from, to) = (usize::try_from(from).unwrap_or(0), usize::try_from(to).unwrap_or(0));
+                        let (from, to) = (
+                            usize::try_from(from).unwrap_or(0),
+                            usize::try_from(to).unwrap_or(0),
+                        );
                         Ok::<_, crate::Error>(data.slice(from..to.min(data.len())))
                     }
                 })
@@ -208,7 +242,10 @@ async fn resolve_range(
     let total = cur.meta.size;
     let (r, partial, parts_count) = if let Some(n) = part_number {
         if range.is_some() {
-            return Err(s3_error!(InvalidRequest, "Cannot specify both Range header and partNumber query parameter"));
+            return Err(s3_error!(
+                InvalidRequest,
+                "Cannot specify both Range header and partNumber query parameter"
+            ));
         }
         let (r, count) = part_range(model, cur, n).await?;
         (r, cur.meta.parts > 0, Some(count))
@@ -220,9 +257,14 @@ async fn resolve_range(
     } else {
         (0..total, false, None)
     };
-    let content_range = partial.then(|| format!("bytes {}-{}/{}", r.start, r.end.saturating_sub(1), total));
+    let content_range =
+        partial.then(|| format!("bytes {}-{}/{}", r.start, r.end.saturating_sub(1), total));
     let want_checksum = checksum_mode.is_some_and(|m| m.as_str().eq_ignore_ascii_case("ENABLED"));
-    let checksum = cur.meta.checksum.as_ref().filter(|_| want_checksum && !partial);
+    let checksum = cur
+        .meta
+        .checksum
+        .as_ref()
+        .filter(|_| want_checksum && !partial);
     Ok(Common {
         range: r,
         content_range,
@@ -233,7 +275,8 @@ async fn resolve_range(
 }
 
 fn metadata_of(meta: &ObjectMeta) -> Option<s3s::dto::Metadata> {
-    (!meta.headers.user_meta.is_empty()).then(|| meta.headers.user_meta.clone().into_iter().collect())
+    (!meta.headers.user_meta.is_empty())
+        .then(|| meta.headers.user_meta.clone().into_iter().collect())
 }
 
 fn expires_of(meta: &ObjectMeta) -> Option<Timestamp> {
@@ -243,7 +286,10 @@ fn expires_of(meta: &ObjectMeta) -> Option<Timestamp> {
         .and_then(|e| Timestamp::parse(s3s::dto::TimestampFormat::HttpDate, e).ok())
 }
 
-pub(super) async fn get_object(api: &S3Api, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+pub(super) async fn get_object(
+    api: &S3Api,
+    req: S3Request<GetObjectInput>,
+) -> S3Result<S3Response<GetObjectOutput>> {
     let model = &api.model;
     let input = &req.input;
     let (bucket, _) = bucket_for(model, &req, &input.bucket, Need::Read).await?;
@@ -255,7 +301,14 @@ pub(super) async fn get_object(api: &S3Api, req: S3Request<GetObjectInput>) -> S
         if_unmodified_since: input.if_unmodified_since.as_ref(),
     }
     .check(&cur, not_modified)?;
-    let c = resolve_range(model, &cur, input.range.as_ref(), input.part_number, input.checksum_mode.as_ref()).await?;
+    let c = resolve_range(
+        model,
+        &cur,
+        input.range.as_ref(),
+        input.part_number,
+        input.checksum_mode.as_ref(),
+    )
+    .await?;
     let body = body_stream(model, &cur, c.range.clone()).await?;
     let m = &cur.meta;
     let f = c.checksum.unwrap_or_default();
@@ -285,7 +338,10 @@ pub(super) async fn get_object(api: &S3Api, req: S3Request<GetObjectInput>) -> S
     Ok(S3Response::new(out))
 }
 
-pub(super) async fn head_object(api: &S3Api, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+pub(super) async fn head_object(
+    api: &S3Api,
+    req: S3Request<HeadObjectInput>,
+) -> S3Result<S3Response<HeadObjectOutput>> {
     let model = &api.model;
     let input = &req.input;
     let (bucket, _) = bucket_for(model, &req, &input.bucket, Need::Read).await?;
@@ -297,7 +353,14 @@ pub(super) async fn head_object(api: &S3Api, req: S3Request<HeadObjectInput>) ->
         if_unmodified_since: input.if_unmodified_since.as_ref(),
     }
     .check(&cur, not_modified)?;
-    let c = resolve_range(model, &cur, input.range.as_ref(), input.part_number, input.checksum_mode.as_ref()).await?;
+    let c = resolve_range(
+        model,
+        &cur,
+        input.range.as_ref(),
+        input.part_number,
+        input.checksum_mode.as_ref(),
+    )
+    .await?;
     let m = &cur.meta;
     let f = c.checksum.unwrap_or_default();
     let out = HeadObjectOutput {

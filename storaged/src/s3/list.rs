@@ -42,13 +42,24 @@ pub(super) async fn walk(
     start: Vec<u8>,
     max: usize,
 ) -> S3Result<Page> {
-    let mut page = Page { objects: Vec::new(), prefixes: Vec::new(), truncated: false, next: None, last: None };
+    let mut page = Page {
+        objects: Vec::new(),
+        prefixes: Vec::new(),
+        truncated: false,
+        next: None,
+        last: None,
+    };
     let mut cursor = start.max(prefix.as_bytes().to_vec());
     let delimiter = delimiter.filter(|d| !d.is_empty());
     'outer: loop {
         let batch = model
             .objects
-            .get_range(&bucket, RangeStart::From(cursor.clone()), Some(ObjectFilter::IsData), 256)
+            .get_range(
+                &bucket,
+                RangeStart::From(cursor.clone()),
+                Some(ObjectFilter::IsData),
+                256,
+            )
             .await
             .s3()?;
         if batch.is_empty() {
@@ -69,7 +80,9 @@ pub(super) async fn walk(
             if let Some(d) = delimiter {
                 if let Some(i) = obj.key[prefix.len()..].find(d) {
                     let cp = obj.key[..prefix.len() + i + d.len()].to_string();
-                    let Some(after) = prefix_end(cp.as_bytes()) else { break 'outer };
+                    let Some(after) = prefix_end(cp.as_bytes()) else {
+                        break 'outer;
+                    };
                     page.last = Some(cp.clone());
                     page.prefixes.push(cp);
                     cursor = after;
@@ -77,7 +90,11 @@ pub(super) async fn walk(
                 }
             }
             if let (Some(v), Some(meta)) = (obj.current(), obj.current().and_then(|v| v.meta())) {
-                page.objects.push(Listed { key: obj.key.clone(), meta: meta.clone(), timestamp: v.timestamp });
+                page.objects.push(Listed {
+                    key: obj.key.clone(),
+                    meta: meta.clone(),
+                    timestamp: v.timestamp,
+                });
             }
             page.last = Some(obj.key.clone());
             cursor = after_key(&obj.key);
@@ -99,7 +116,10 @@ fn after_key(key: &str) -> Vec<u8> {
 fn max_keys(m: Option<i32>) -> S3Result<usize> {
     match m {
         None => Ok(1000),
-        Some(m) if m < 0 => Err(s3_error!(InvalidArgument, "max-keys must be a non-negative integer")),
+        Some(m) if m < 0 => Err(s3_error!(
+            InvalidArgument,
+            "max-keys must be a non-negative integer"
+        )),
         Some(m) => Ok(usize::try_from(m).unwrap_or(0).min(1000)),
     }
 }
@@ -117,7 +137,10 @@ fn url_encoding(e: Option<&EncodingType>) -> S3Result<bool> {
     match e.map(EncodingType::as_str) {
         None => Ok(false),
         Some(s) if s.eq_ignore_ascii_case("url") => Ok(true),
-        Some(_) => Err(s3_error!(InvalidArgument, "Invalid Encoding Method specified in Request")),
+        Some(_) => Err(s3_error!(
+            InvalidArgument,
+            "Invalid Encoding Method specified in Request"
+        )),
     }
 }
 
@@ -129,12 +152,14 @@ fn contents(page: &Page, url: bool) -> Vec<Object> {
             size: i64::try_from(o.meta.size).ok(),
             e_tag: Some(ETag::Strong(o.meta.etag.clone())),
             last_modified: Some(ms_to_timestamp(o.timestamp)),
-            storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
-            checksum_algorithm: o
-                .meta
-                .checksum
-                .as_ref()
-                .map(|c| vec![ChecksumAlgorithm::from_static(super::checksum::algo_name(c.algo))]),
+            storage_class: Some(ObjectStorageClass::from_static(
+                ObjectStorageClass::STANDARD,
+            )),
+            checksum_algorithm: o.meta.checksum.as_ref().map(|c| {
+                vec![ChecksumAlgorithm::from_static(super::checksum::algo_name(
+                    c.algo,
+                ))]
+            }),
             checksum_type: o
                 .meta
                 .checksum
@@ -146,23 +171,42 @@ fn contents(page: &Page, url: bool) -> Vec<Object> {
 }
 
 fn common_prefixes(page: &Page, url: bool) -> Vec<CommonPrefix> {
-    page.prefixes.iter().map(|p| CommonPrefix { prefix: Some(enc(url, p)) }).collect()
+    page.prefixes
+        .iter()
+        .map(|p| CommonPrefix {
+            prefix: Some(enc(url, p)),
+        })
+        .collect()
 }
 
-pub(super) async fn list_objects_v2(api: &S3Api, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+pub(super) async fn list_objects_v2(
+    api: &S3Api,
+    req: S3Request<ListObjectsV2Input>,
+) -> S3Result<S3Response<ListObjectsV2Output>> {
     let i = &req.input;
     let (bucket, _) = bucket_for(&api.model, &req, &i.bucket, Need::Read).await?;
     let url = url_encoding(i.encoding_type.as_ref())?;
     let max = max_keys(i.max_keys)?;
     let prefix = i.prefix.clone().unwrap_or_default();
     let start = match (&i.continuation_token, &i.start_after) {
-        (Some(t), _) => B64URL
-            .decode(t)
-            .map_err(|_| s3_error!(InvalidArgument, "The continuation token provided is incorrect"))?,
+        (Some(t), _) => B64URL.decode(t).map_err(|_| {
+            s3_error!(
+                InvalidArgument,
+                "The continuation token provided is incorrect"
+            )
+        })?,
         (None, Some(sa)) => after_key(sa),
         (None, None) => Vec::new(),
     };
-    let page = walk(&api.model, bucket.id, &prefix, i.delimiter.as_deref(), start, max).await?;
+    let page = walk(
+        &api.model,
+        bucket.id,
+        &prefix,
+        i.delimiter.as_deref(),
+        start,
+        max,
+    )
+    .await?;
     let objects = contents(&page, url);
     let prefixes = common_prefixes(&page, url);
     let out = ListObjectsV2Output {
@@ -183,7 +227,10 @@ pub(super) async fn list_objects_v2(api: &S3Api, req: S3Request<ListObjectsV2Inp
     Ok(S3Response::new(out))
 }
 
-pub(super) async fn list_objects(api: &S3Api, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+pub(super) async fn list_objects(
+    api: &S3Api,
+    req: S3Request<ListObjectsInput>,
+) -> S3Result<S3Response<ListObjectsOutput>> {
     let i = &req.input;
     let (bucket, _) = bucket_for(&api.model, &req, &i.bucket, Need::Read).await?;
     let url = url_encoding(i.encoding_type.as_ref())?;
@@ -191,20 +238,36 @@ pub(super) async fn list_objects(api: &S3Api, req: S3Request<ListObjectsInput>) 
     let prefix = i.prefix.clone().unwrap_or_default();
     let start = match &i.marker {
         // A marker that is a common prefix skips everything under it.
-        Some(m) if i.delimiter.as_deref().is_some_and(|d| !d.is_empty() && m.ends_with(d)) => {
+        Some(m)
+            if i.delimiter
+                .as_deref()
+                .is_some_and(|d| !d.is_empty() && m.ends_with(d)) =>
+        {
             prefix_end(m.as_bytes()).unwrap_or_else(|| after_key(m))
         }
         Some(m) => after_key(m),
         None => Vec::new(),
     };
-    let page = walk(&api.model, bucket.id, &prefix, i.delimiter.as_deref(), start, max).await?;
+    let page = walk(
+        &api.model,
+        bucket.id,
+        &prefix,
+        i.delimiter.as_deref(),
+        start,
+        max,
+    )
+    .await?;
     let objects = contents(&page, url);
     let prefixes = common_prefixes(&page, url);
     let out = ListObjectsOutput {
         name: Some(i.bucket.clone()),
         prefix: Some(enc(url, &prefix)),
         marker: Some(i.marker.as_deref().map(|m| enc(url, m)).unwrap_or_default()),
-        next_marker: if page.truncated { page.last.as_deref().map(|l| enc(url, l)) } else { None },
+        next_marker: if page.truncated {
+            page.last.as_deref().map(|l| enc(url, l))
+        } else {
+            None
+        },
         delimiter: i.delimiter.as_deref().map(|d| enc(url, d)),
         max_keys: i32::try_from(max).ok(),
         is_truncated: Some(page.truncated),

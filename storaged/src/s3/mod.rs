@@ -59,7 +59,10 @@ pub struct S3Api {
 
 /// Builds the hyper-compatible S3 service for `model`.
 pub fn service(model: Arc<Model>, config: &Config) -> Result<S3Service, crate::Error> {
-    let api = S3Api { model: Arc::clone(&model), region: config.s3_api.s3_region.clone() };
+    let api = S3Api {
+        model: Arc::clone(&model),
+        region: config.s3_api.s3_region.clone(),
+    };
     let mut builder = S3ServiceBuilder::new(api);
     builder.set_auth(auth::KeyAuth { model });
     if let Some(domain) = &config.s3_api.root_domain {
@@ -70,7 +73,9 @@ pub fn service(model: Arc<Model>, config: &Config) -> Result<S3Service, crate::E
     }
     let mut s3_config = s3s::config::S3Config::default();
     s3_config.xml_max_body_size = 2 * 1024 * 1024;
-    builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(s3_config))));
+    builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
+        s3_config,
+    ))));
     Ok(builder.build())
 }
 

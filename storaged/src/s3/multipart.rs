@@ -12,7 +12,8 @@ use super::put::{check_quotas, headers_from, require_content_length};
 use super::writer::{Target, store_body};
 use crate::model::mpu::{MpuPart, PartKey};
 use crate::model::object::{
-    ChecksumAlgo, ChecksumKind, ObjectMeta, ObjectVersion, ObjectVersionData, ObjectVersionState, StoredChecksum,
+    ChecksumAlgo, ChecksumKind, ObjectMeta, ObjectVersion, ObjectVersionData, ObjectVersionState,
+    StoredChecksum,
 };
 use crate::model::{BlockRef, Bucket, Model, MultipartUpload, Object, ObjectFilter, Version};
 use crate::table::{EmptyKey, RangeStart};
@@ -20,11 +21,19 @@ use crate::util::id::Uuid;
 use crate::util::time::{next_timestamp, now_ms};
 
 fn no_such_upload() -> s3s::S3Error {
-    s3_error!(NoSuchUpload, "The specified multipart upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.")
+    s3_error!(
+        NoSuchUpload,
+        "The specified multipart upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed."
+    )
 }
 
 /// The open upload `upload_id` of `bucket`/`key`.
-pub(super) async fn open_upload(model: &Model, bucket: &Bucket, key: &str, upload_id: &str) -> S3Result<MultipartUpload> {
+pub(super) async fn open_upload(
+    model: &Model,
+    bucket: &Bucket,
+    key: &str,
+    upload_id: &str,
+) -> S3Result<MultipartUpload> {
     let id = Uuid::from_hex(upload_id).ok_or_else(no_such_upload)?;
     model
         .mpus
@@ -39,7 +48,10 @@ pub(super) fn check_part_number(n: i32) -> S3Result<u32> {
     if (1..=super::MAX_PART_NUMBER).contains(&n) {
         Ok(u32::try_from(n).unwrap_or(1))
     } else {
-        Err(s3_error!(InvalidArgument, "Part number must be an integer between 1 and 10000, inclusive"))
+        Err(s3_error!(
+            InvalidArgument,
+            "Part number must be an integer between 1 and 10000, inclusive"
+        ))
     }
 }
 
@@ -51,17 +63,36 @@ pub(super) async fn create(
     let i = &req.input;
     let (bucket, _) = bucket_for(model, &req, &i.bucket, Need::Write).await?;
     let algo = match &i.checksum_algorithm {
-        Some(a) => Some(checksum::algo_from_name(a.as_str()).ok_or_else(|| s3_error!(InvalidRequest, "unsupported checksum algorithm"))?),
+        Some(a) => Some(
+            checksum::algo_from_name(a.as_str())
+                .ok_or_else(|| s3_error!(InvalidRequest, "unsupported checksum algorithm"))?,
+        ),
         None => None,
     };
     let kind = match i.checksum_type.as_ref().map(ChecksumType::as_str) {
         Some("FULL_OBJECT") => Some(ChecksumKind::FullObject),
         Some("COMPOSITE") => Some(ChecksumKind::Composite),
-        Some(_) => return Err(s3_error!(InvalidRequest, "Value for x-amz-checksum-type header is invalid.")),
-        None => algo.map(|a| if a == ChecksumAlgo::Crc64Nvme { ChecksumKind::FullObject } else { ChecksumKind::Composite }),
+        Some(_) => {
+            return Err(s3_error!(
+                InvalidRequest,
+                "Value for x-amz-checksum-type header is invalid."
+            ));
+        }
+        None => algo.map(|a| {
+            if a == ChecksumAlgo::Crc64Nvme {
+                ChecksumKind::FullObject
+            } else {
+                ChecksumKind::Composite
+            }
+        }),
     };
-    if kind == Some(ChecksumKind::FullObject) && matches!(algo, Some(ChecksumAlgo::Sha1 | ChecksumAlgo::Sha256)) {
-        return Err(s3_error!(InvalidRequest, "The FULL_OBJECT checksum type cannot be used with the SHA1 or SHA256 algorithms."));
+    if kind == Some(ChecksumKind::FullObject)
+        && matches!(algo, Some(ChecksumAlgo::Sha1 | ChecksumAlgo::Sha256))
+    {
+        return Err(s3_error!(
+            InvalidRequest,
+            "The FULL_OBJECT checksum type cannot be used with the SHA1 or SHA256 algorithms."
+        ));
     }
     let headers = headers_from(
         i.content_type.as_deref(),
@@ -81,16 +112,29 @@ pub(super) async fn create(
     let v = ObjectVersion {
         uuid: upload_id,
         timestamp,
-        state: ObjectVersionState::Uploading { multipart: true, headers, checksum_algo: algo, checksum_kind: kind },
+        state: ObjectVersionState::Uploading {
+            multipart: true,
+            headers,
+            checksum_algo: algo,
+            checksum_kind: kind,
+        },
     };
-    model.objects.insert(&Object::new(bucket.id, i.key.clone(), vec![v])).await.s3()?;
+    model
+        .objects
+        .insert(&Object::new(bucket.id, i.key.clone(), vec![v]))
+        .await
+        .s3()?;
     Ok(S3Response::new(CreateMultipartUploadOutput {
         bucket: Some(i.bucket.clone()),
         key: Some(i.key.clone()),
         upload_id: Some(upload_id.to_hex()),
         checksum_algorithm: algo.map(|a| ChecksumAlgorithm::from_static(checksum::algo_name(a))),
         checksum_type: mpu.checksum.map(|(a, k)| {
-            ChecksumType::from_static(Fields::kind_name(&StoredChecksum { algo: a, value: String::new(), kind: k }))
+            ChecksumType::from_static(Fields::kind_name(&StoredChecksum {
+                algo: a,
+                value: String::new(),
+                kind: k,
+            }))
         }),
         ..Default::default()
     }))
@@ -111,12 +155,30 @@ pub(super) async fn store_part(
         expected.algo = mpu.checksum.map(|(a, _)| a);
     }
     let version = Uuid::random();
-    let pk = PartKey { part_number, timestamp: now_ms() };
+    let pk = PartKey {
+        part_number,
+        timestamp: now_ms(),
+    };
     let mut reg = mpu.clone();
     reg.parts.clear();
-    reg.parts.insert(pk, MpuPart { version, etag: None, size: None, checksum: None });
+    reg.parts.insert(
+        pk,
+        MpuPart {
+            version,
+            etag: None,
+            size: None,
+            checksum: None,
+        },
+    );
     model.mpus.insert(&reg).await.s3()?;
-    let target = Target { model, version, part: part_number, allow_inline: false, algo: expected.algo, max_size: super::MAX_PUT_SIZE };
+    let target = Target {
+        model,
+        version,
+        part: part_number,
+        allow_inline: false,
+        algo: expected.algo,
+        max_size: super::MAX_PUT_SIZE,
+    };
     let stored = store_body(target, body).await?;
     let trailers = trailers.and_then(s3s::TrailingHeaders::take);
     expected.verify(stored.checksum.as_deref(), trailers.as_ref())?;
@@ -125,28 +187,46 @@ pub(super) async fn store_part(
         version,
         etag: Some(hex::encode(stored.md5)),
         size: Some(stored.size),
-        checksum: expected.algo.zip(stored.checksum.as_ref()).map(|(algo, raw)| StoredChecksum {
-            algo,
-            value: checksum::b64(raw),
-            kind: ChecksumKind::FullObject,
-        }),
+        checksum: expected
+            .algo
+            .zip(stored.checksum.as_ref())
+            .map(|(algo, raw)| StoredChecksum {
+                algo,
+                value: checksum::b64(raw),
+                kind: ChecksumKind::FullObject,
+            }),
     };
     reg.parts.insert(pk, part.clone());
     model.mpus.insert(&reg).await.s3()?;
     Ok((part, pk))
 }
 
-pub(super) async fn upload_part(api: &S3Api, mut req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+pub(super) async fn upload_part(
+    api: &S3Api,
+    mut req: S3Request<UploadPartInput>,
+) -> S3Result<S3Response<UploadPartOutput>> {
     let model = &api.model;
     let part_number = check_part_number(req.input.part_number)?;
     let (bucket, _) = bucket_for(model, &req, &req.input.bucket, Need::Write).await?;
     let mpu = open_upload(model, &bucket, &req.input.key, &req.input.upload_id).await?;
     require_content_length(&req.headers)?;
-    if req.input.content_length.is_some_and(|l| u64::try_from(l).unwrap_or(0) > super::MAX_PUT_SIZE) {
-        return Err(s3_error!(EntityTooLarge, "Your proposed upload exceeds the maximum allowed object size"));
+    if req
+        .input
+        .content_length
+        .is_some_and(|l| u64::try_from(l).unwrap_or(0) > super::MAX_PUT_SIZE)
+    {
+        return Err(s3_error!(
+            EntityTooLarge,
+            "Your proposed upload exceeds the maximum allowed object size"
+        ));
     }
     checksum::check_content_md5_shape(req.input.content_md5.as_deref())?;
-    check_quotas(model, &bucket, u64::try_from(req.input.content_length.unwrap_or(0)).unwrap_or(0)).await?;
+    check_quotas(
+        model,
+        &bucket,
+        u64::try_from(req.input.content_length.unwrap_or(0)).unwrap_or(0),
+    )
+    .await?;
     let i = &req.input;
     let fields = Fields {
         crc32: i.checksum_crc32.clone(),
@@ -155,10 +235,23 @@ pub(super) async fn upload_part(api: &S3Api, mut req: S3Request<UploadPartInput>
         sha1: i.checksum_sha1.clone(),
         sha256: i.checksum_sha256.clone(),
     };
-    let expected = Expected::from_request(&req.headers, &fields, i.checksum_algorithm.as_ref().map(ChecksumAlgorithm::as_str))?;
+    let expected = Expected::from_request(
+        &req.headers,
+        &fields,
+        i.checksum_algorithm.as_ref().map(ChecksumAlgorithm::as_str),
+    )?;
     let md5 = req.input.content_md5.clone();
     let body = req.input.body.take();
-    let (part, _) = store_part(model, &mpu, part_number, body, expected, req.trailing_headers.as_ref(), md5.as_deref()).await?;
+    let (part, _) = store_part(
+        model,
+        &mpu,
+        part_number,
+        body,
+        expected,
+        req.trailing_headers.as_ref(),
+        md5.as_deref(),
+    )
+    .await?;
     let f = part.checksum.as_ref().map(Fields::of).unwrap_or_default();
     Ok(S3Response::new(UploadPartOutput {
         e_tag: part.etag.map(ETag::Strong),
@@ -193,23 +286,44 @@ pub(super) async fn complete(
     let i = &req.input;
     let (bucket, _) = bucket_for(model, &req, &i.bucket, Need::Write).await?;
     let mpu = open_upload(model, &bucket, &i.key, &i.upload_id).await?;
-    let listed = i.multipart_upload.as_ref().and_then(|m| m.parts.as_ref()).cloned().unwrap_or_default();
+    let listed = i
+        .multipart_upload
+        .as_ref()
+        .and_then(|m| m.parts.as_ref())
+        .cloned()
+        .unwrap_or_default();
     if listed.is_empty() {
-        return Err(s3_error!(MalformedXML, "You must specify at least one part"));
+        return Err(s3_error!(
+            MalformedXML,
+            "You must specify at least one part"
+        ));
     }
     let have = mpu.completed_parts();
     let mut chosen = Vec::with_capacity(listed.len());
     let mut last = 0;
     for p in &listed {
-        let n = p.part_number.ok_or_else(|| s3_error!(MalformedXML, "PartNumber is required"))?;
+        let n = p
+            .part_number
+            .ok_or_else(|| s3_error!(MalformedXML, "PartNumber is required"))?;
         let n = check_part_number(n)?;
         if n <= last {
-            return Err(s3_error!(InvalidPartOrder, "The list of parts was not in ascending order. Parts must be ordered by part number."));
+            return Err(s3_error!(
+                InvalidPartOrder,
+                "The list of parts was not in ascending order. Parts must be ordered by part number."
+            ));
         }
         last = n;
-        let invalid = || s3_error!(InvalidPart, "One or more of the specified parts could not be found. The part might not have been uploaded, or the specified entity tag might not have matched the part's entity tag.");
+        let invalid = || {
+            s3_error!(
+                InvalidPart,
+                "One or more of the specified parts could not be found. The part might not have been uploaded, or the specified entity tag might not have matched the part's entity tag."
+            )
+        };
         let (_, part) = have.get(&n).ok_or_else(invalid)?;
-        let given = p.e_tag.as_ref().map(|e| e.value().trim_matches('"').to_string());
+        let given = p
+            .e_tag
+            .as_ref()
+            .map(|e| e.value().trim_matches('"').to_string());
         if given.is_none() || given.as_deref() != part.etag.as_deref() {
             return Err(invalid());
         }
@@ -222,7 +336,10 @@ pub(super) async fn complete(
     }
     for (idx, (_, part)) in chosen.iter().enumerate() {
         if idx + 1 < chosen.len() && part.size.unwrap_or(0) < super::MIN_PART_SIZE {
-            return Err(s3_error!(EntityTooSmall, "Your proposed upload is smaller than the minimum allowed object size."));
+            return Err(s3_error!(
+                EntityTooSmall,
+                "Your proposed upload is smaller than the minimum allowed object size."
+            ));
         }
     }
 
@@ -238,14 +355,21 @@ pub(super) async fn complete(
         format!("{}-{}", hex::encode(h.finalize()), chosen.len())
     };
     let checksum = mpu.checksum.and_then(|(algo, kind)| {
-        let values: Option<Vec<(String, u64)>> =
-            chosen.iter().map(|(_, p)| p.checksum.as_ref().map(|c| (c.value.clone(), p.size.unwrap_or(0)))).collect();
+        let values: Option<Vec<(String, u64)>> = chosen
+            .iter()
+            .map(|(_, p)| {
+                p.checksum
+                    .as_ref()
+                    .map(|c| (c.value.clone(), p.size.unwrap_or(0)))
+            })
+            .collect();
         let values = values?;
         let value = match kind {
             ChecksumKind::FullObject => checksum::combine_crc(algo, &values)?,
-            ChecksumKind::Composite => {
-                checksum::composite(algo, &values.into_iter().map(|(v, _)| v).collect::<Vec<_>>())?
-            }
+            ChecksumKind::Composite => checksum::composite(
+                algo,
+                &values.into_iter().map(|(v, _)| v).collect::<Vec<_>>(),
+            )?,
         };
         Some(StoredChecksum { algo, value, kind })
     });
@@ -259,7 +383,10 @@ pub(super) async fn complete(
     .single()?;
     if let (Some((_, given)), Some(c)) = (&given_full, &checksum) {
         if *given != c.value && c.kind == ChecksumKind::FullObject {
-            return Err(s3_error!(BadDigest, "The checksum you specified did not match the calculated checksum"));
+            return Err(s3_error!(
+                BadDigest,
+                "The checksum you specified did not match the calculated checksum"
+            ));
         }
     }
 
@@ -268,12 +395,23 @@ pub(super) async fn complete(
     let mut version = Version::new(final_uuid);
     let mut size = 0;
     for (_, p) in &chosen {
-        let pv = model.versions.get(&p.version, &EmptyKey).await.s3()?.unwrap_or_else(|| Version::new(p.version));
-        version.blocks.extend(pv.blocks.iter().map(|(k, v)| (*k, *v)));
+        let pv = model
+            .versions
+            .get(&p.version, &EmptyKey)
+            .await
+            .s3()?
+            .unwrap_or_else(|| Version::new(p.version));
+        version
+            .blocks
+            .extend(pv.blocks.iter().map(|(k, v)| (*k, *v)));
         size += p.size.unwrap_or(0);
     }
     model.versions.insert(&version).await.s3()?;
-    let refs: Vec<BlockRef> = version.blocks.values().map(|b| BlockRef::new(b.hash, final_uuid)).collect();
+    let refs: Vec<BlockRef> = version
+        .blocks
+        .values()
+        .map(|b| BlockRef::new(b.hash, final_uuid))
+        .collect();
     model.block_refs.insert_many(refs).await.s3()?;
 
     let existing = model.objects.get(&bucket.id, &i.key).await.s3()?;
@@ -302,8 +440,16 @@ pub(super) async fn complete(
         timestamp: next_timestamp(existing.as_ref().map_or(0, Object::last_timestamp)),
         state: ObjectVersionState::Complete(data),
     };
-    let closed = ObjectVersion { uuid: mpu.upload_id, timestamp: mpu.timestamp, state: ObjectVersionState::Aborted };
-    model.objects.insert(&Object::new(bucket.id, i.key.clone(), vec![closed, done])).await.s3()?;
+    let closed = ObjectVersion {
+        uuid: mpu.upload_id,
+        timestamp: mpu.timestamp,
+        state: ObjectVersionState::Aborted,
+    };
+    model
+        .objects
+        .insert(&Object::new(bucket.id, i.key.clone(), vec![closed, done]))
+        .await
+        .s3()?;
     let mut finished = mpu.clone();
     finished.deleted.0 = true;
     model.mpus.insert(&finished).await.s3()?;
@@ -319,32 +465,55 @@ pub(super) async fn complete(
         checksum_crc64nvme: f.crc64nvme,
         checksum_sha1: f.sha1,
         checksum_sha256: f.sha256,
-        checksum_type: checksum.as_ref().map(|c| ChecksumType::from_static(Fields::kind_name(c))),
+        checksum_type: checksum
+            .as_ref()
+            .map(|c| ChecksumType::from_static(Fields::kind_name(c))),
         ..Default::default()
     }))
 }
 
-pub(super) async fn abort(api: &S3Api, req: S3Request<AbortMultipartUploadInput>) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+pub(super) async fn abort(
+    api: &S3Api,
+    req: S3Request<AbortMultipartUploadInput>,
+) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
     let model = &api.model;
     let i = &req.input;
     let (bucket, _) = bucket_for(model, &req, &i.bucket, Need::Write).await?;
     let mpu = open_upload(model, &bucket, &i.key, &i.upload_id).await?;
-    let v = ObjectVersion { uuid: mpu.upload_id, timestamp: mpu.timestamp, state: ObjectVersionState::Aborted };
-    model.objects.insert(&Object::new(bucket.id, i.key.clone(), vec![v])).await.s3()?;
+    let v = ObjectVersion {
+        uuid: mpu.upload_id,
+        timestamp: mpu.timestamp,
+        state: ObjectVersionState::Aborted,
+    };
+    model
+        .objects
+        .insert(&Object::new(bucket.id, i.key.clone(), vec![v]))
+        .await
+        .s3()?;
     let mut gone = mpu;
     gone.deleted.0 = true;
     model.mpus.insert(&gone).await.s3()?;
     Ok(S3Response::new(AbortMultipartUploadOutput::default()))
 }
 
-pub(super) async fn list_parts(api: &S3Api, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+pub(super) async fn list_parts(
+    api: &S3Api,
+    req: S3Request<ListPartsInput>,
+) -> S3Result<S3Response<ListPartsOutput>> {
     let model = &api.model;
     let i = &req.input;
     let (bucket, _) = bucket_for(model, &req, &i.bucket, Need::Read).await?;
     let mpu = open_upload(model, &bucket, &i.key, &i.upload_id).await?;
-    let marker = i.part_number_marker.and_then(|m| u32::try_from(m).ok()).unwrap_or(0);
+    let marker = i
+        .part_number_marker
+        .and_then(|m| u32::try_from(m).ok())
+        .unwrap_or(0);
     let max = usize::try_from(i.max_parts.unwrap_or(1000).clamp(0, 1000)).unwrap_or(1000);
-    let all: Vec<_> = mpu.completed_parts().into_iter().filter(|(n, _)| *n > marker).collect();
+    let all: Vec<_> = mpu
+        .completed_parts()
+        .into_iter()
+        .filter(|(n, _)| *n > marker)
+        .collect();
     let truncated = all.len() > max;
     let parts: Vec<Part> = all
         .iter()
@@ -364,7 +533,11 @@ pub(super) async fn list_parts(api: &S3Api, req: S3Request<ListPartsInput>) -> S
             }
         })
         .collect();
-    let next = if truncated { parts.last().and_then(|p| p.part_number) } else { None };
+    let next = if truncated {
+        parts.last().and_then(|p| p.part_number)
+    } else {
+        None
+    };
     Ok(S3Response::new(ListPartsOutput {
         bucket: Some(i.bucket.clone()),
         key: Some(i.key.clone()),
@@ -373,7 +546,9 @@ pub(super) async fn list_parts(api: &S3Api, req: S3Request<ListPartsInput>) -> S
         is_truncated: Some(truncated),
         part_number_marker: i.part_number_marker,
         next_part_number_marker: next,
-        checksum_algorithm: mpu.checksum.map(|(a, _)| ChecksumAlgorithm::from_static(checksum::algo_name(a))),
+        checksum_algorithm: mpu
+            .checksum
+            .map(|(a, _)| ChecksumAlgorithm::from_static(checksum::algo_name(a))),
         parts: Some(parts),
         ..Default::default()
     }))
@@ -391,7 +566,12 @@ pub(super) async fn list_uploads(
     let start = i.key_marker.clone().unwrap_or_default().max(prefix.clone());
     let objs = model
         .objects
-        .get_range(&bucket.id, RangeStart::From(start.into_bytes()), Some(ObjectFilter::IsUploading), max + 1)
+        .get_range(
+            &bucket.id,
+            RangeStart::From(start.into_bytes()),
+            Some(ObjectFilter::IsUploading),
+            max + 1,
+        )
         .await
         .s3()?;
     let mut uploads = Vec::new();
@@ -413,7 +593,11 @@ pub(super) async fn list_uploads(
             });
         }
     }
-    let next_key = if truncated { uploads.last().and_then(|u| u.key.clone()) } else { None };
+    let next_key = if truncated {
+        uploads.last().and_then(|u| u.key.clone())
+    } else {
+        None
+    };
     Ok(S3Response::new(ListMultipartUploadsOutput {
         bucket: Some(i.bucket.clone()),
         prefix: i.prefix.clone(),

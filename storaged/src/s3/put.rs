@@ -9,7 +9,8 @@ use super::checksum::{self, Expected, Fields};
 use super::error::{OrS3, quota_exceeded};
 use super::writer::{Stored, Target, store_body};
 use crate::model::object::{
-    ChecksumKind, ObjectHeaders, ObjectMeta, ObjectVersion, ObjectVersionData, ObjectVersionState, StoredChecksum,
+    ChecksumKind, ObjectHeaders, ObjectMeta, ObjectVersion, ObjectVersionData, ObjectVersionState,
+    StoredChecksum,
 };
 use crate::model::{Bucket, Model, Object};
 use crate::util::id::Uuid;
@@ -32,9 +33,16 @@ pub(super) fn headers_from(
         content_language: content_language.map(str::to_string),
         cache_control: cache_control.map(str::to_string),
         // Kept as sent: S3 returns Expires verbatim even when it is not a valid date.
-        expires: req_headers.get(http::header::EXPIRES).and_then(|v| v.to_str().ok()).map(str::to_string),
+        expires: req_headers
+            .get(http::header::EXPIRES)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
         user_meta: metadata
-            .map(|m| m.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect())
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                    .collect()
+            })
             .unwrap_or_default(),
     }
 }
@@ -60,9 +68,23 @@ pub(super) async fn check_quotas(model: &Model, bucket: &Bucket, adding: u64) ->
 }
 
 /// Marks a version aborted after a failed upload, releasing whatever chunks it wrote.
-pub(super) async fn abort_version(model: &Model, bucket: Uuid, key: &str, uuid: Uuid, timestamp: u64) {
-    let v = ObjectVersion { uuid, timestamp, state: ObjectVersionState::Aborted };
-    if let Err(e) = model.objects.insert(&Object::new(bucket, key.to_string(), vec![v])).await {
+pub(super) async fn abort_version(
+    model: &Model,
+    bucket: Uuid,
+    key: &str,
+    uuid: Uuid,
+    timestamp: u64,
+) {
+    let v = ObjectVersion {
+        uuid,
+        timestamp,
+        state: ObjectVersionState::Aborted,
+    };
+    if let Err(e) = model
+        .objects
+        .insert(&Object::new(bucket, key.to_string(), vec![v]))
+        .await
+    {
         tracing::warn!(error = %e, "could not abort failed upload");
     }
 }
@@ -73,11 +95,14 @@ pub(super) fn meta_of(stored: &Stored, headers: ObjectHeaders, expected: &Expect
         size: stored.size,
         etag: hex::encode(stored.md5),
         headers,
-        checksum: expected.algo.zip(stored.checksum.as_ref()).map(|(algo, raw)| StoredChecksum {
-            algo,
-            value: checksum::b64(raw),
-            kind: ChecksumKind::FullObject,
-        }),
+        checksum: expected
+            .algo
+            .zip(stored.checksum.as_ref())
+            .map(|(algo, raw)| StoredChecksum {
+                algo,
+                value: checksum::b64(raw),
+                kind: ChecksumKind::FullObject,
+            }),
         parts: 0,
     }
 }
@@ -87,19 +112,32 @@ pub(super) fn require_content_length(headers: &http::HeaderMap) -> S3Result<()> 
     if headers.contains_key(http::header::CONTENT_LENGTH) {
         Ok(())
     } else {
-        let mut e = s3_error!(MissingContentLength, "You must provide the Content-Length HTTP header.");
+        let mut e = s3_error!(
+            MissingContentLength,
+            "You must provide the Content-Length HTTP header."
+        );
         e.set_status_code(http::StatusCode::LENGTH_REQUIRED);
         Err(e)
     }
 }
 
-pub(super) async fn put_object(api: &S3Api, mut req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+pub(super) async fn put_object(
+    api: &S3Api,
+    mut req: S3Request<PutObjectInput>,
+) -> S3Result<S3Response<PutObjectOutput>> {
     let model = &api.model;
     let (bucket, _) = bucket_for(model, &req, &req.input.bucket, Need::Write).await?;
     require_content_length(&req.headers)?;
-    let declared = req.input.content_length.and_then(|l| u64::try_from(l).ok()).unwrap_or(0);
+    let declared = req
+        .input
+        .content_length
+        .and_then(|l| u64::try_from(l).ok())
+        .unwrap_or(0);
     if declared > super::MAX_PUT_SIZE {
-        return Err(s3_error!(EntityTooLarge, "Your proposed upload exceeds the maximum allowed object size"));
+        return Err(s3_error!(
+            EntityTooLarge,
+            "Your proposed upload exceeds the maximum allowed object size"
+        ));
     }
     checksum::check_content_md5_shape(req.input.content_md5.as_deref())?;
     check_quotas(model, &bucket, declared).await?;
@@ -111,8 +149,11 @@ pub(super) async fn put_object(api: &S3Api, mut req: S3Request<PutObjectInput>) 
         sha1: input.checksum_sha1.clone(),
         sha256: input.checksum_sha256.clone(),
     };
-    let mut expected =
-        Expected::from_request(&req.headers, &fields, input.checksum_algorithm.as_ref().map(|a| a.as_str()))?;
+    let mut expected = Expected::from_request(
+        &req.headers,
+        &fields,
+        input.checksum_algorithm.as_ref().map(|a| a.as_str()),
+    )?;
     let headers = headers_from(
         input.content_type.as_deref(),
         input.content_encoding.as_deref(),
@@ -141,7 +182,11 @@ pub(super) async fn put_object(api: &S3Api, mut req: S3Request<PutObjectInput>) 
                 checksum_kind: None,
             },
         };
-        model.objects.insert(&Object::new(bucket.id, key.clone(), vec![v])).await.s3()?;
+        model
+            .objects
+            .insert(&Object::new(bucket.id, key.clone(), vec![v]))
+            .await
+            .s3()?;
     }
     let target = Target {
         model,
@@ -153,7 +198,10 @@ pub(super) async fn put_object(api: &S3Api, mut req: S3Request<PutObjectInput>) 
     };
     let result = async {
         let stored = store_body(target, req.input.body.take()).await?;
-        let trailers = req.trailing_headers.as_ref().and_then(s3s::TrailingHeaders::take);
+        let trailers = req
+            .trailing_headers
+            .as_ref()
+            .and_then(s3s::TrailingHeaders::take);
         expected.verify(stored.checksum.as_deref(), trailers.as_ref())?;
         checksum::verify_content_md5(req.input.content_md5.as_deref(), &stored.md5)?;
         Ok::<_, s3s::S3Error>(stored)
@@ -178,10 +226,21 @@ pub(super) async fn put_object(api: &S3Api, mut req: S3Request<PutObjectInput>) 
             None => ObjectVersionData::Inline(meta, Vec::new()),
         },
     };
-    let v = ObjectVersion { uuid, timestamp, state: ObjectVersionState::Complete(data) };
-    model.objects.insert(&Object::new(bucket.id, key, vec![v])).await.s3()?;
+    let v = ObjectVersion {
+        uuid,
+        timestamp,
+        state: ObjectVersionState::Complete(data),
+    };
+    model
+        .objects
+        .insert(&Object::new(bucket.id, key, vec![v]))
+        .await
+        .s3()?;
 
-    let mut out = PutObjectOutput { e_tag: Some(s3s::dto::ETag::Strong(etag)), ..Default::default() };
+    let mut out = PutObjectOutput {
+        e_tag: Some(s3s::dto::ETag::Strong(etag)),
+        ..Default::default()
+    };
     if let Some(c) = &checksum {
         let f = Fields::of(c);
         out.checksum_crc32 = f.crc32;

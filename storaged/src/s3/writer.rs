@@ -61,24 +61,42 @@ fn md5_bytes(md5: Md5) -> [u8; 16] {
 fn body_error(e: s3s::StdError) -> S3Error {
     match e.downcast::<S3Error>() {
         Ok(e) => *e,
-        Err(e) => S3Error::with_message(S3ErrorCode::IncompleteBody, format!("could not read the request body: {e}")),
+        Err(e) => S3Error::with_message(
+            S3ErrorCode::IncompleteBody,
+            format!("could not read the request body: {e}"),
+        ),
     }
 }
 
 /// Registers and writes one chunk.
-async fn store_chunk(model: Arc<Model>, version: Uuid, pos: BlockPos, data: Bytes) -> S3Result<(BlockPos, VersionBlock)> {
+async fn store_chunk(
+    model: Arc<Model>,
+    version: Uuid,
+    pos: BlockPos,
+    data: Bytes,
+) -> S3Result<(BlockPos, VersionBlock)> {
     let hash = Hash::hash_of(&data);
-    let block = VersionBlock { hash, size: data.len() as u64 };
+    let block = VersionBlock {
+        hash,
+        size: data.len() as u64,
+    };
     let mut v = Version::new(version);
     v.blocks.insert(pos, block);
     model.versions.insert(&v).await.s3()?;
-    model.block_refs.insert(&BlockRef::new(hash, version)).await.s3()?;
+    model
+        .block_refs
+        .insert(&BlockRef::new(hash, version))
+        .await
+        .s3()?;
     model.blocks.write_block(hash, data).await.s3()?;
     Ok((pos, block))
 }
 
 /// Reads `body` to the end into `target`.
-pub(super) async fn store_body(target: Target<'_>, body: Option<StreamingBlob>) -> S3Result<Stored> {
+pub(super) async fn store_body(
+    target: Target<'_>,
+    body: Option<StreamingBlob>,
+) -> S3Result<Stored> {
     let block_size = target.model.block_size;
     let mut md5 = Md5::new();
     let mut hasher = target.algo.map(Hasher::new);
@@ -99,7 +117,10 @@ pub(super) async fn store_body(target: Target<'_>, body: Option<StreamingBlob>) 
             let bytes = item.map_err(body_error)?;
             size += bytes.len() as u64;
             if size > target.max_size {
-                return Err(s3_error!(EntityTooLarge, "Your proposed upload exceeds the maximum allowed object size"));
+                return Err(s3_error!(
+                    EntityTooLarge,
+                    "Your proposed upload exceeds the maximum allowed object size"
+                ));
             }
             md5.update(&bytes);
             if let Some(h) = hasher.as_mut() {
@@ -120,9 +141,17 @@ pub(super) async fn store_body(target: Target<'_>, body: Option<StreamingBlob>) 
         while buf.len() >= block_size || (chunk_done && !buf.is_empty()) {
             let take = buf.len().min(block_size);
             let data = buf.split_to(take).freeze();
-            let pos = BlockPos { part: target.part, offset };
+            let pos = BlockPos {
+                part: target.part,
+                offset,
+            };
             offset += data.len() as u64;
-            in_flight.push_back(tokio::spawn(store_chunk(Arc::clone(target.model), target.version, pos, data)));
+            in_flight.push_back(tokio::spawn(store_chunk(
+                Arc::clone(target.model),
+                target.version,
+                pos,
+                data,
+            )));
             if in_flight.len() >= IN_FLIGHT {
                 if let Some(done) = in_flight.next().await {
                     blocks.push(done.map_err(|e| S3Error::internal_error(e))??);
@@ -141,6 +170,9 @@ pub(super) async fn store_body(target: Target<'_>, body: Option<StreamingBlob>) 
         md5: md5_bytes(md5),
         checksum: hasher.map(Hasher::finalize),
         inline: None,
-        first_block: blocks.iter().min_by_key(|(pos, _)| *pos).map(|(_, b): &(BlockPos, VersionBlock)| b.hash),
+        first_block: blocks
+            .iter()
+            .min_by_key(|(pos, _)| *pos)
+            .map(|(_, b): &(BlockPos, VersionBlock)| b.hash),
     })
 }

@@ -3,7 +3,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
 use tokio::sync::Notify;
 
 use super::{TableSchema, storage_key};
@@ -88,7 +90,9 @@ impl Db {
         {
             let mut q = txn.open_table(INSERT_QUEUE)?;
             for (k, v) in done {
-                let unchanged = q.get(k.as_slice())?.is_some_and(|cur| cur.value() == v.as_slice());
+                let unchanged = q
+                    .get(k.as_slice())?
+                    .is_some_and(|cur| cur.value() == v.as_slice());
                 if unchanged {
                     q.remove(k.as_slice())?;
                 }
@@ -130,7 +134,10 @@ impl<'a> UpdateTx<'a> {
     pub fn queue_insert<T: TableSchema>(&mut self, entry: &T::E) -> Result<()> {
         use super::schema::{Entry, PartitionKey, SortKey};
         let mut key = queue_prefix(T::TABLE_NAME);
-        key.extend(storage_key(&entry.partition_key().hash(), &entry.sort_key().sort_key()));
+        key.extend(storage_key(
+            &entry.partition_key().hash(),
+            &entry.sort_key().sort_key(),
+        ));
         let mut q = self.txn.open_table(INSERT_QUEUE)?;
         let merged = match q.get(key.as_slice())? {
             Some(prev) => {

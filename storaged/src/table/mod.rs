@@ -209,8 +209,8 @@ impl<F: TableSchema> Table<F> {
     /// Moves one batch of queued entries into the table; `true` if it did any work.
     async fn drain_queue_once(self: &Arc<Self>) -> Result<bool> {
         let db = self.db.clone();
-        let batch = tokio::task::spawn_blocking(move || db.queue_batch(F::TABLE_NAME, 256))
-            .await??;
+        let batch =
+            tokio::task::spawn_blocking(move || db.queue_batch(F::TABLE_NAME, 256)).await??;
         if batch.is_empty() {
             return Ok(false);
         }

@@ -73,7 +73,8 @@ impl<K: Ord + Clone, V: Ord + Clone> LwwMap<K, V> {
     /// Sets `k` to `v`, newer than whatever the map held for `k`.
     pub fn set(&mut self, k: K, v: V) {
         let prev = self.0.get(&k).map_or(0, |r| r.ts);
-        self.0.insert(k, Lww::new(crate::util::time::next_timestamp(prev), v));
+        self.0
+            .insert(k, Lww::new(crate::util::time::next_timestamp(prev), v));
     }
 
     /// The current value of `k`.
@@ -113,7 +114,11 @@ pub(crate) mod laws {
             m
         };
         assert_eq!(merged(a, b), merged(b, a), "commutative");
-        assert_eq!(merged(&merged(a, b), c), merged(a, &merged(b, c)), "associative");
+        assert_eq!(
+            merged(&merged(a, b), c),
+            merged(a, &merged(b, c)),
+            "associative"
+        );
         assert_eq!(merged(a, a), *a, "idempotent");
     }
 }

@@ -58,7 +58,10 @@ mod tests {
         let enc = encode(&v).expect("encode");
         assert_eq!(decode::<(u32, String)>(&enc).expect("decode"), v);
         assert!(matches!(decode::<u32>(&[]), Err(EncodeError::Empty)));
-        assert!(matches!(decode::<u32>(&[9, 1]), Err(EncodeError::UnknownVersion(9))));
+        assert!(matches!(
+            decode::<u32>(&[9, 1]),
+            Err(EncodeError::UnknownVersion(9))
+        ));
         assert!(decode::<(u32, String)>(&[FORMAT_V1, 0xc1]).is_err());
     }
 }
