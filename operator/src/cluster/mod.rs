@@ -77,7 +77,8 @@ pub fn error_policy(obj: Arc<GarageCluster>, err: &Error, ctx: Arc<Context>) -> 
 struct Admin {
     client: AdminClient,
     status: ClusterStatus,
-    layout: LayoutInfo,
+    /// `None` while the daemon answers 501 on the layout routes.
+    layout: Option<LayoutInfo>,
     health: ClusterHealth,
 }
 
@@ -112,14 +113,18 @@ impl GarageCluster {
                 current.insert(zone.clone(), (s.spec.replicas.unwrap_or(1), ready));
             }
         }
-        let gone_zones: Vec<String> = current
-            .keys()
-            .filter(|z| !self.spec.zones.iter().any(|s| &s.name == *z))
-            .cloned()
-            .collect();
-
         let rf = i64::from(self.spec.replication_factor);
         let refused = self.desired_nodes() < rf;
+        // While a scale-down is refused, removed zones keep their nodes and roles.
+        let gone_zones: Vec<String> = if refused {
+            Vec::new()
+        } else {
+            current
+                .keys()
+                .filter(|z| !self.spec.zones.iter().any(|s| &s.name == *z))
+                .cloned()
+                .collect()
+        };
         let targets = self.zone_targets(&current, refused)?;
 
         let mut admin = None;
@@ -136,28 +141,42 @@ impl GarageCluster {
         let mut layout_applied = None;
         let mut layout_unsupported = None;
         if let Some(a) = admin.as_mut() {
-            plan = layout::plan(&name, &targets, &gone_zones, &a.status, &a.layout);
-            let pending = !a.layout.staged.is_empty() && !plan.waiting_for_first_layout;
-            if !plan.changes.is_empty() || pending {
-                match apply_layout(&a.client, &plan, &a.layout).await {
-                    Ok(l) => {
-                        let msg = format!(
-                            "layout version {} applied ({} role changes)",
-                            l.version,
-                            plan.changes.len()
-                        );
-                        ctx.event(self, EventType::Normal, "LayoutApplied", msg)
-                            .await;
-                        layout_applied = Some(l.version);
-                        a.layout = l;
+            match a.layout.clone() {
+                None => layout_unsupported = Some("the layout routes answer 501".to_owned()),
+                Some(current_layout) => {
+                    plan = layout::plan(&name, &targets, &gone_zones, &a.status, &current_layout);
+                    let pending = !current_layout.staged.is_empty() && !plan.waiting_for_first_layout;
+                    if !plan.changes.is_empty() || pending {
+                        match apply_layout(&a.client, &plan, &current_layout).await {
+                            Ok(l) => {
+                                let msg = format!(
+                                    "layout version {} applied ({} role changes)",
+                                    l.version,
+                                    plan.changes.len()
+                                );
+                                ctx.event(self, EventType::Normal, "LayoutApplied", msg).await;
+                                layout_applied = Some(l.version);
+                                a.layout = Some(l);
+                                // Storage nodes and partitions changed with the layout.
+                                a.health = a.client.health().await?;
+                            }
+                            Err(Error::Admin(e)) if e.is_not_implemented() => {
+                                layout_unsupported = Some(e.to_string());
+                            }
+                            Err(e) => return Err(e),
+                        }
                     }
-                    Err(Error::Admin(e)) if e.is_not_implemented() => {
-                        layout_unsupported = Some(e.to_string());
-                    }
-                    Err(e) => return Err(e),
                 }
             }
         }
+        // Shrinking is safe only with a layout we manage and nothing moved this round.
+        let can_shrink = |zone: &str| {
+            layout_applied.is_none()
+                && layout_unsupported.is_none()
+                && admin
+                    .as_ref()
+                    .is_some_and(|a| a.layout.is_some() && layout::drain_complete(&plan, zone, &a.health))
+        };
 
         // 4. Objects, with shrinking zones held until drained.
         let mut overrides = BTreeMap::new();
@@ -165,11 +184,7 @@ impl GarageCluster {
         for t in &targets {
             let cur = current.get(&t.name).map_or(0, |c| c.0);
             if t.replicas < cur {
-                let drained = layout_applied.is_none()
-                    && admin
-                        .as_ref()
-                        .is_some_and(|a| layout::drain_complete(&plan, &t.name, &a.health));
-                if !drained {
+                if !can_shrink(&t.name) {
                     overrides.insert(t.name.clone(), cur);
                     draining.push(t.name.clone());
                 }
@@ -190,11 +205,7 @@ impl GarageCluster {
             apply(ctx, &ns, s).await?;
         }
         for zone in &gone_zones {
-            let drained = layout_applied.is_none()
-                && admin
-                    .as_ref()
-                    .is_some_and(|a| layout::drain_complete(&plan, zone, &a.health));
-            if drained {
+            if can_shrink(zone) {
                 let sts = names::stateful_set_for(&name, zone);
                 delete_if_owned::<StatefulSet>(ctx, &ns, &sts, self).await?;
                 let msg = format!("zone {zone} drained; StatefulSet {sts} deleted");
@@ -215,7 +226,7 @@ impl GarageCluster {
             layout_unsupported,
             layout_applied,
             plan,
-            layout_version: admin.as_ref().map(|a| a.layout.version),
+            layout_version: admin.as_ref().and_then(|a| a.layout.as_ref().map(|l| l.version)),
             health: admin.map(|a| a.health),
             s3_endpoint: services::s3_endpoint(self, &ctx.render.cluster_domain)?,
         };
@@ -315,7 +326,11 @@ impl GarageCluster {
     async fn observe(&self, ctx: &Context) -> Result<Admin> {
         let client = ctx.admin_client(self).await?;
         let status = client.status().await?;
-        let layout = client.layout().await?;
+        let layout = match client.layout().await {
+            Ok(l) => Some(l),
+            Err(e) if e.is_not_implemented() => None,
+            Err(e) => return Err(e.into()),
+        };
         let health = client.health().await?;
         Ok(Admin {
             client,
