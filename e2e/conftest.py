@@ -57,6 +57,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.timeout(DEFAULT_TIMEOUT_S))
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    """On failure, attach the tail of every storaged log the test used."""
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed and rep.when in ("call", "setup"):
+        funcargs = getattr(item, "funcargs", {})
+        used = [v for v in funcargs.values() if isinstance(v, Storaged)]
+        inst = funcargs.get("instances")
+        if inst is not None:
+            used += [s for s in getattr(inst, "started", []) if s not in used]
+        for s in used:
+            rep.sections.append((f"storaged log ({s.name})", s.log_tail(40)))
+
+
 # --------------------------------------------------------------------------------------------
 # Fixtures
 # --------------------------------------------------------------------------------------------

@@ -212,6 +212,7 @@ class Storaged:
         env = clean_env()
         env.setdefault("RUST_LOG", "info")
         env.setdefault("RUST_BACKTRACE", "1")
+        env["NO_COLOR"] = "1"  # plain logs for failure reports
         env.update(self.extra_env)
         self.proc = subprocess.Popen(
             [str(self.binary), *self.args],
@@ -232,6 +233,7 @@ class Storaged:
             text = self.log_path.read_text(errors="replace")
         except OSError:
             return "(no log)"
+        text = re.sub(r"\x1b\[[0-9;]*m", "", text)
         tail = "\n".join(text.splitlines()[-lines:])
         return f"--- last lines of {self.log_path} ---\n{tail}"
 
