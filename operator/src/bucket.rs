@@ -370,3 +370,7 @@ async fn find_bucket(access: &ClusterAccess, name: &str) -> Result<Option<Bucket
     }
     Ok(None)
 }
+
+#[cfg(test)]
+#[path = "bucket_tests.rs"]
+mod tests;

@@ -265,3 +265,7 @@ impl AccessKey {
         Ok(Action::await_change())
     }
 }
+
+#[cfg(test)]
+#[path = "key_tests.rs"]
+mod tests;
