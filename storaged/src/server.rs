@@ -156,7 +156,10 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<()> {
                 async move {
                     let start = Instant::now();
                     let method = req.method().to_string();
-                    let has_body = req.headers().get(http::header::CONTENT_LENGTH).is_some_and(|v| v != "0")
+                    let has_body = req
+                        .headers()
+                        .get(http::header::CONTENT_LENGTH)
+                        .is_some_and(|v| v != "0")
                         || req.headers().contains_key(http::header::TRANSFER_ENCODING);
                     let mut resp = match s3.call(req.map(s3s::Body::from)).await {
                         Ok(r) => r,
@@ -169,9 +172,16 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<()> {
                     };
                     // An error answered before the body was read (or with `Expect: 100-continue`
                     // never acknowledged) leaves the connection's framing unknown: close it.
+                    let id = hex::encode(rand::random::<[u8; 8]>()).to_uppercase();
+                    if let Ok(v) = http::HeaderValue::from_str(&id) {
+                        resp.headers_mut().insert("x-amz-request-id", v.clone());
+                        resp.headers_mut().insert("x-amz-id-2", v);
+                    }
                     if has_body && !resp.status().is_success() {
-                        resp.headers_mut()
-                            .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                        resp.headers_mut().insert(
+                            http::header::CONNECTION,
+                            http::HeaderValue::from_static("close"),
+                        );
                     }
                     m.s3_duration.observe(start.elapsed().as_secs_f64());
                     let status = format!("{}xx", resp.status().as_u16() / 100);

@@ -207,7 +207,9 @@ pub struct Object {
 }
 
 impl Object {
-    /// An object entry holding `versions`.
+    /// An object entry holding `versions`, as an update to merge into the table. Not pruned
+    /// here: a version it closes (an aborted upload) must reach the stored entry to close it
+    /// there; the merge on insert prunes.
     #[must_use]
     pub fn new(bucket_id: Uuid, key: String, versions: Vec<ObjectVersion>) -> Self {
         let mut o = Self {
@@ -218,7 +220,6 @@ impl Object {
         for v in versions {
             o.merge_version(&v);
         }
-        o.prune();
         o
     }
 
@@ -381,8 +382,12 @@ mod tests {
     }
 
     fn object() -> impl Strategy<Value = Object> {
-        proptest::collection::vec(version(), 0..4)
-            .prop_map(|vs| Object::new(Uuid::default(), "k".into(), vs))
+        proptest::collection::vec(version(), 0..4).prop_map(|vs| {
+            // Stored entries are always merged, hence pruned.
+            let mut o = Object::new(Uuid::default(), "k".into(), vs);
+            o.merge(&o.clone());
+            o
+        })
     }
 
     proptest! {
@@ -414,12 +419,16 @@ mod tests {
             timestamp: 3,
             state: ObjectVersionState::Complete(ObjectVersionData::Inline(meta(2), vec![1, 2])),
         };
-        let o = Object::new(
-            Uuid::default(),
-            "k".into(),
-            vec![up.clone(), old, new.clone()],
-        );
-        assert_eq!(o.versions(), &[up, new.clone()]);
+        let mut o = Object::new(Uuid::default(), "k".into(), vec![up.clone(), old.clone()]);
+        o.merge(&Object::new(Uuid::default(), "k".into(), vec![new.clone()]));
+        assert_eq!(o.versions(), &[up.clone(), new.clone()]);
+        // Closing the upload through a merge removes it.
+        let closed = ObjectVersion {
+            state: ObjectVersionState::Aborted,
+            ..up
+        };
+        o.merge(&Object::new(Uuid::default(), "k".into(), vec![closed, old]));
+        assert_eq!(o.versions(), &[new.clone()]);
         assert_eq!(o.current(), Some(&new));
     }
 }

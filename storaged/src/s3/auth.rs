@@ -33,11 +33,40 @@ pub(super) enum Need {
     Any,
 }
 
-/// The signed-in key of a request.
-pub(super) async fn signed_key<T>(model: &Model, req: &S3Request<T>) -> S3Result<Key> {
+/// Longest validity of a presigned URL (AWS: 7 days).
+const MAX_PRESIGNED_SECS: u64 = 7 * 24 * 3600;
+
+/// The signed-in key of a request, after the checks `s3s` leaves to us: the region of the
+/// credential scope and the presigned URL validity bound.
+pub(super) async fn signed_key<T>(
+    model: &Model,
+    region: &str,
+    req: &S3Request<T>,
+) -> S3Result<Key> {
     let Some(creds) = &req.credentials else {
         return Err(s3_error!(AccessDenied, "anonymous access is not allowed"));
     };
+    if let Some(r) = &req.region {
+        if r.as_str() != region {
+            return Err(s3_error!(
+                AuthorizationHeaderMalformed,
+                "The authorization header is malformed; the region '{}' is wrong; expecting '{}'",
+                r.as_str(),
+                region
+            ));
+        }
+    }
+    let expires = req.uri.query().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("X-Amz-Expires="))
+            .and_then(|v| v.parse::<u64>().ok())
+    });
+    if expires.is_some_and(|e| e > MAX_PRESIGNED_SECS) {
+        return Err(s3_error!(
+            AuthorizationQueryParametersError,
+            "X-Amz-Expires must be less than a week (in seconds) that is 604800"
+        ));
+    }
     model
         .key(&creds.access_key)
         .await
@@ -47,12 +76,13 @@ pub(super) async fn signed_key<T>(model: &Model, req: &S3Request<T>) -> S3Result
 
 /// The bucket `name` if the request's key has `need` on it.
 pub(super) async fn bucket_for<T>(
-    model: &Model,
+    api: &super::S3Api,
     req: &S3Request<T>,
     name: &str,
     need: Need,
 ) -> S3Result<(Bucket, Key)> {
-    let key = signed_key(model, req).await?;
+    let model = &api.model;
+    let key = signed_key(model, &api.region, req).await?;
     let bucket = model
         .bucket_by_name(name)
         .await

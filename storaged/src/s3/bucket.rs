@@ -13,7 +13,7 @@ pub(super) async fn list_buckets(
     api: &S3Api,
     req: S3Request<ListBucketsInput>,
 ) -> S3Result<S3Response<ListBucketsOutput>> {
-    let key = signed_key(&api.model, &req).await?;
+    let key = signed_key(&api.model, &api.region, &req).await?;
     let mut buckets = Vec::new();
     for (id, perm) in key.authorized_buckets.iter() {
         if perm.is_none() {
@@ -43,7 +43,7 @@ pub(super) async fn create_bucket(
     api: &S3Api,
     req: S3Request<CreateBucketInput>,
 ) -> S3Result<S3Response<CreateBucketOutput>> {
-    let key = signed_key(&api.model, &req).await?;
+    let key = signed_key(&api.model, &api.region, &req).await?;
     let name = &req.input.bucket;
     if let Some(existing) = api.model.bucket_by_name(name).await.s3()? {
         return Err(if existing.perm_of(&key.key_id).owner {
@@ -91,7 +91,7 @@ pub(super) async fn head_bucket(
     api: &S3Api,
     req: S3Request<HeadBucketInput>,
 ) -> S3Result<S3Response<HeadBucketOutput>> {
-    bucket_for(&api.model, &req, &req.input.bucket, Need::Any).await?;
+    bucket_for(api, &req, &req.input.bucket, Need::Any).await?;
     Ok(S3Response::new(HeadBucketOutput {
         bucket_region: Some(api.region.clone()),
         ..Default::default()
@@ -102,7 +102,7 @@ pub(super) async fn delete_bucket(
     api: &S3Api,
     req: S3Request<DeleteBucketInput>,
 ) -> S3Result<S3Response<DeleteBucketOutput>> {
-    let (bucket, _) = bucket_for(&api.model, &req, &req.input.bucket, Need::Owner).await?;
+    let (bucket, _) = bucket_for(api, &req, &req.input.bucket, Need::Owner).await?;
     api.model.delete_bucket(&bucket).await.s3()?;
     Ok(S3Response::new(DeleteBucketOutput::default()))
 }
@@ -111,7 +111,7 @@ pub(super) async fn get_bucket_location(
     api: &S3Api,
     req: S3Request<GetBucketLocationInput>,
 ) -> S3Result<S3Response<GetBucketLocationOutput>> {
-    bucket_for(&api.model, &req, &req.input.bucket, Need::Any).await?;
+    bucket_for(api, &req, &req.input.bucket, Need::Any).await?;
     // S3 reports us-east-1 as an empty constraint.
     let loc =
         (api.region != "us-east-1").then(|| BucketLocationConstraint::from(api.region.clone()));
@@ -124,6 +124,6 @@ pub(super) async fn get_bucket_versioning(
     api: &S3Api,
     req: S3Request<GetBucketVersioningInput>,
 ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
-    bucket_for(&api.model, &req, &req.input.bucket, Need::Any).await?;
+    bucket_for(api, &req, &req.input.bucket, Need::Any).await?;
     Ok(S3Response::new(GetBucketVersioningOutput::default()))
 }

@@ -30,7 +30,7 @@ async fn source<T>(
             "Access point copy sources are not supported"
         ));
     };
-    let (b, _) = bucket_for(&api.model, req, bucket, Need::Read).await?;
+    let (b, _) = bucket_for(api, req, bucket, Need::Read).await?;
     let cur = current(&api.model, b.id, key).await?;
     conds.check(&cur, || {
         s3_error!(
@@ -54,7 +54,7 @@ pub(super) async fn copy_object(
         if_unmodified_since: i.copy_source_if_unmodified_since.as_ref(),
     };
     let (src_bucket, src_key, cur) = source(api, &req, &i.copy_source, conds).await?;
-    let (dst, _) = bucket_for(model, &req, &i.bucket, Need::Write).await?;
+    let (dst, _) = bucket_for(api, &req, &i.bucket, Need::Write).await?;
     let replace = match i.metadata_directive.as_ref().map(MetadataDirective::as_str) {
         None | Some("COPY") => false,
         Some("REPLACE") => true,
@@ -66,7 +66,11 @@ pub(super) async fn copy_object(
             "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
         ));
     }
-    check_quotas(model, &dst, cur.meta.size).await?;
+    let replacing = super::get::current(model, dst.id, &i.key)
+        .await
+        .ok()
+        .map(|c| c.meta.size);
+    check_quotas(model, &dst, cur.meta.size, replacing).await?;
     let mut meta = cur.meta.clone();
     if replace {
         meta.headers = headers_from(
@@ -77,7 +81,7 @@ pub(super) async fn copy_object(
             i.cache_control.as_deref(),
             &req.headers,
             i.metadata.as_ref(),
-        );
+        )?;
     }
     let uuid = Uuid::random();
     let data = match &cur.version.state {
@@ -173,10 +177,10 @@ pub(super) async fn upload_part_copy(
         if_unmodified_since: i.copy_source_if_unmodified_since.as_ref(),
     };
     let (_, _, cur) = source(api, &req, &i.copy_source, conds).await?;
-    let (dst, _) = bucket_for(model, &req, &i.bucket, Need::Write).await?;
+    let (dst, _) = bucket_for(api, &req, &i.bucket, Need::Write).await?;
     let mpu = open_upload(model, &dst, &i.key, &i.upload_id).await?;
     let range = copy_range(i.copy_source_range.as_deref(), cur.meta.size)?;
-    check_quotas(model, &dst, range.end - range.start).await?;
+    check_quotas(model, &dst, range.end - range.start, None).await?;
     let body = body_stream(model, &cur, range).await?;
     let (part, pk) = store_part(
         model,

@@ -39,7 +39,7 @@ pub(super) async fn delete_object(
     api: &S3Api,
     req: S3Request<DeleteObjectInput>,
 ) -> S3Result<S3Response<DeleteObjectOutput>> {
-    let (bucket, _) = bucket_for(&api.model, &req, &req.input.bucket, Need::Write).await?;
+    let (bucket, _) = bucket_for(api, &req, &req.input.bucket, Need::Write).await?;
     delete_key(&api.model, bucket.id, &req.input.key)
         .await
         .s3()?;
@@ -50,7 +50,7 @@ pub(super) async fn delete_objects(
     api: &S3Api,
     req: S3Request<DeleteObjectsInput>,
 ) -> S3Result<S3Response<DeleteObjectsOutput>> {
-    let (bucket, _) = bucket_for(&api.model, &req, &req.input.bucket, Need::Write).await?;
+    let (bucket, _) = bucket_for(api, &req, &req.input.bucket, Need::Write).await?;
     let objects = &req.input.delete.objects;
     if objects.len() > MAX_DELETE_KEYS {
         return Err(s3_error!(

@@ -274,6 +274,14 @@ async fn resolve_range(
     })
 }
 
+/// S3's default for objects stored without a type.
+fn content_type(meta: &ObjectMeta) -> String {
+    meta.headers
+        .content_type
+        .clone()
+        .unwrap_or_else(|| "binary/octet-stream".to_string())
+}
+
 fn metadata_of(meta: &ObjectMeta) -> Option<s3s::dto::Metadata> {
     (!meta.headers.user_meta.is_empty())
         .then(|| meta.headers.user_meta.clone().into_iter().collect())
@@ -292,7 +300,7 @@ pub(super) async fn get_object(
 ) -> S3Result<S3Response<GetObjectOutput>> {
     let model = &api.model;
     let input = &req.input;
-    let (bucket, _) = bucket_for(model, &req, &input.bucket, Need::Read).await?;
+    let (bucket, _) = bucket_for(api, &req, &input.bucket, Need::Read).await?;
     let cur = current(model, bucket.id, &input.key).await?;
     Conditions {
         if_match: input.if_match.as_ref(),
@@ -320,7 +328,7 @@ pub(super) async fn get_object(
         parts_count: c.parts_count,
         e_tag: Some(ETag::Strong(m.etag.clone())),
         last_modified: Some(cur.last_modified()),
-        content_type: m.headers.content_type.clone(),
+        content_type: Some(content_type(m)),
         content_encoding: m.headers.content_encoding.clone(),
         content_disposition: m.headers.content_disposition.clone(),
         content_language: m.headers.content_language.clone(),
@@ -344,7 +352,7 @@ pub(super) async fn head_object(
 ) -> S3Result<S3Response<HeadObjectOutput>> {
     let model = &api.model;
     let input = &req.input;
-    let (bucket, _) = bucket_for(model, &req, &input.bucket, Need::Read).await?;
+    let (bucket, _) = bucket_for(api, &req, &input.bucket, Need::Read).await?;
     let cur = current(model, bucket.id, &input.key).await?;
     Conditions {
         if_match: input.if_match.as_ref(),
@@ -370,7 +378,7 @@ pub(super) async fn head_object(
         parts_count: c.parts_count,
         e_tag: Some(ETag::Strong(m.etag.clone())),
         last_modified: Some(cur.last_modified()),
-        content_type: m.headers.content_type.clone(),
+        content_type: Some(content_type(m)),
         content_encoding: m.headers.content_encoding.clone(),
         content_disposition: m.headers.content_disposition.clone(),
         content_language: m.headers.content_language.clone(),

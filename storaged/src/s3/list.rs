@@ -184,7 +184,7 @@ pub(super) async fn list_objects_v2(
     req: S3Request<ListObjectsV2Input>,
 ) -> S3Result<S3Response<ListObjectsV2Output>> {
     let i = &req.input;
-    let (bucket, _) = bucket_for(&api.model, &req, &i.bucket, Need::Read).await?;
+    let (bucket, _) = bucket_for(api, &req, &i.bucket, Need::Read).await?;
     let url = url_encoding(i.encoding_type.as_ref())?;
     let max = max_keys(i.max_keys)?;
     let prefix = i.prefix.clone().unwrap_or_default();
@@ -232,7 +232,7 @@ pub(super) async fn list_objects(
     req: S3Request<ListObjectsInput>,
 ) -> S3Result<S3Response<ListObjectsOutput>> {
     let i = &req.input;
-    let (bucket, _) = bucket_for(&api.model, &req, &i.bucket, Need::Read).await?;
+    let (bucket, _) = bucket_for(api, &req, &i.bucket, Need::Read).await?;
     let url = url_encoding(i.encoding_type.as_ref())?;
     let max = max_keys(i.max_keys)?;
     let prefix = i.prefix.clone().unwrap_or_default();

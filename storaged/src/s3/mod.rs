@@ -69,7 +69,7 @@ pub fn service(model: Arc<Model>, config: &Config) -> Result<S3Service, crate::E
         let domain = domain.trim_start_matches('.');
         let host = s3s::host::MultiDomain::new(&[domain])
             .map_err(|e| crate::Error::Config(format!("s3_api.root_domain: {e}")))?;
-        builder.set_host(host);
+        builder.set_host(PortlessHost(host));
     }
     let mut s3_config = s3s::config::S3Config::default();
     s3_config.xml_max_body_size = 2 * 1024 * 1024;
@@ -77,6 +77,20 @@ pub fn service(model: Arc<Model>, config: &Config) -> Result<S3Service, crate::E
         s3_config,
     ))));
     Ok(builder.build())
+}
+
+/// Virtual-hosted-style addressing that ignores the port of the Host header
+/// (`bucket.s3.example:3900`).
+struct PortlessHost(s3s::host::MultiDomain);
+
+impl s3s::host::S3Host for PortlessHost {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> S3Result<s3s::host::VirtualHost<'a>> {
+        let bare = match host.rsplit_once(':') {
+            Some((h, port)) if !h.ends_with(']') && port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => host,
+        };
+        self.0.parse_host_header(bare)
+    }
 }
 
 macro_rules! delegate {

@@ -61,7 +61,7 @@ pub(super) async fn create(
 ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
     let model = &api.model;
     let i = &req.input;
-    let (bucket, _) = bucket_for(model, &req, &i.bucket, Need::Write).await?;
+    let (bucket, _) = bucket_for(api, &req, &i.bucket, Need::Write).await?;
     let algo = match &i.checksum_algorithm {
         Some(a) => Some(
             checksum::algo_from_name(a.as_str())
@@ -102,7 +102,7 @@ pub(super) async fn create(
         i.cache_control.as_deref(),
         &req.headers,
         i.metadata.as_ref(),
-    );
+    )?;
     let existing = model.objects.get(&bucket.id, &i.key).await.s3()?;
     let timestamp = next_timestamp(existing.as_ref().map_or(0, Object::last_timestamp));
     let upload_id = Uuid::random();
@@ -207,7 +207,7 @@ pub(super) async fn upload_part(
 ) -> S3Result<S3Response<UploadPartOutput>> {
     let model = &api.model;
     let part_number = check_part_number(req.input.part_number)?;
-    let (bucket, _) = bucket_for(model, &req, &req.input.bucket, Need::Write).await?;
+    let (bucket, _) = bucket_for(api, &req, &req.input.bucket, Need::Write).await?;
     let mpu = open_upload(model, &bucket, &req.input.key, &req.input.upload_id).await?;
     require_content_length(&req.headers)?;
     if req
@@ -225,6 +225,7 @@ pub(super) async fn upload_part(
         model,
         &bucket,
         u64::try_from(req.input.content_length.unwrap_or(0)).unwrap_or(0),
+        None,
     )
     .await?;
     let i = &req.input;
@@ -284,7 +285,7 @@ pub(super) async fn complete(
 ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
     let model = &api.model;
     let i = &req.input;
-    let (bucket, _) = bucket_for(model, &req, &i.bucket, Need::Write).await?;
+    let (bucket, _) = bucket_for(api, &req, &i.bucket, Need::Write).await?;
     let mpu = open_upload(model, &bucket, &i.key, &i.upload_id).await?;
     let listed = i
         .multipart_upload
@@ -478,7 +479,7 @@ pub(super) async fn abort(
 ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
     let model = &api.model;
     let i = &req.input;
-    let (bucket, _) = bucket_for(model, &req, &i.bucket, Need::Write).await?;
+    let (bucket, _) = bucket_for(api, &req, &i.bucket, Need::Write).await?;
     let mpu = open_upload(model, &bucket, &i.key, &i.upload_id).await?;
     let v = ObjectVersion {
         uuid: mpu.upload_id,
@@ -502,7 +503,7 @@ pub(super) async fn list_parts(
 ) -> S3Result<S3Response<ListPartsOutput>> {
     let model = &api.model;
     let i = &req.input;
-    let (bucket, _) = bucket_for(model, &req, &i.bucket, Need::Read).await?;
+    let (bucket, _) = bucket_for(api, &req, &i.bucket, Need::Read).await?;
     let mpu = open_upload(model, &bucket, &i.key, &i.upload_id).await?;
     let marker = i
         .part_number_marker
@@ -560,7 +561,7 @@ pub(super) async fn list_uploads(
 ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
     let model = &api.model;
     let i = &req.input;
-    let (bucket, _) = bucket_for(model, &req, &i.bucket, Need::Read).await?;
+    let (bucket, _) = bucket_for(api, &req, &i.bucket, Need::Read).await?;
     let prefix = i.prefix.clone().unwrap_or_default();
     let max = usize::try_from(i.max_uploads.unwrap_or(1000).clamp(0, 1000)).unwrap_or(1000);
     let start = i.key_marker.clone().unwrap_or_default().max(prefix.clone());

@@ -16,7 +16,11 @@ use crate::model::{Bucket, Model, Object};
 use crate::util::id::Uuid;
 use crate::util::time::next_timestamp;
 
-/// Headers of a PUT / CreateMultipartUpload / CopyObject(REPLACE).
+/// Most bytes of user metadata (names and values), as in S3.
+const MAX_USER_META: usize = 2048;
+
+/// Headers of a PUT / CreateMultipartUpload / CopyObject(REPLACE); fails with
+/// MetadataTooLarge beyond 2 KB of user metadata.
 pub(super) fn headers_from(
     content_type: Option<&str>,
     content_encoding: Option<&str>,
@@ -25,10 +29,27 @@ pub(super) fn headers_from(
     cache_control: Option<&str>,
     req_headers: &http::HeaderMap,
     metadata: Option<&s3s::dto::Metadata>,
-) -> ObjectHeaders {
-    ObjectHeaders {
+) -> S3Result<ObjectHeaders> {
+    let meta_size: usize = metadata.map_or(0, |m| m.iter().map(|(k, v)| k.len() + v.len()).sum());
+    if meta_size > MAX_USER_META {
+        return Err(s3_error!(
+            MetadataTooLarge,
+            "Your metadata headers exceed the maximum allowed metadata size"
+        ));
+    }
+    // `aws-chunked` describes the transfer, not the object: S3 does not store it.
+    let content_encoding = content_encoding
+        .map(|e| {
+            e.split(',')
+                .map(str::trim)
+                .filter(|c| !c.eq_ignore_ascii_case("aws-chunked"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .filter(|e| !e.is_empty());
+    Ok(ObjectHeaders {
         content_type: content_type.map(str::to_string),
-        content_encoding: content_encoding.map(str::to_string),
+        content_encoding,
         content_disposition: content_disposition.map(str::to_string),
         content_language: content_language.map(str::to_string),
         cache_control: cache_control.map(str::to_string),
@@ -44,23 +65,32 @@ pub(super) fn headers_from(
                     .collect()
             })
             .unwrap_or_default(),
-    }
+    })
 }
 
-/// Refuses an upload that would break the bucket's quotas.
-pub(super) async fn check_quotas(model: &Model, bucket: &Bucket, adding: u64) -> S3Result<()> {
+/// Refuses an upload of `adding` bytes that would break the bucket's quotas; `replacing`
+/// is the size of the current version it overwrites (which frees its object and bytes).
+pub(super) async fn check_quotas(
+    model: &Model,
+    bucket: &Bucket,
+    adding: u64,
+    replacing: Option<u64>,
+) -> S3Result<()> {
     let q = bucket.quotas.v;
     if q.max_size.is_none() && q.max_objects.is_none() {
         return Ok(());
     }
     let c = model.counts(&bucket.id).await.s3()?;
     if let Some(max) = q.max_objects {
-        if u64::try_from(c.objects).unwrap_or(0) >= max {
+        if replacing.is_none() && u64::try_from(c.objects).unwrap_or(0) >= max {
             return Err(quota_exceeded("Object quota is reached for this bucket"));
         }
     }
     if let Some(max) = q.max_size {
-        if u64::try_from(c.bytes).unwrap_or(0).saturating_add(adding) > max {
+        let used = u64::try_from(c.bytes)
+            .unwrap_or(0)
+            .saturating_sub(replacing.unwrap_or(0));
+        if used.saturating_add(adding) > max {
             return Err(quota_exceeded("Size quota is reached for this bucket"));
         }
     }
@@ -126,7 +156,7 @@ pub(super) async fn put_object(
     mut req: S3Request<PutObjectInput>,
 ) -> S3Result<S3Response<PutObjectOutput>> {
     let model = &api.model;
-    let (bucket, _) = bucket_for(model, &req, &req.input.bucket, Need::Write).await?;
+    let (bucket, _) = bucket_for(api, &req, &req.input.bucket, Need::Write).await?;
     require_content_length(&req.headers)?;
     let declared = req
         .input
@@ -140,7 +170,14 @@ pub(super) async fn put_object(
         ));
     }
     checksum::check_content_md5_shape(req.input.content_md5.as_deref())?;
-    check_quotas(model, &bucket, declared).await?;
+    let key = req.input.key.clone();
+    let existing = model.objects.get(&bucket.id, &key).await.s3()?;
+    let replacing = existing
+        .as_ref()
+        .and_then(Object::current)
+        .and_then(|v| v.meta())
+        .map(|m| m.size);
+    check_quotas(model, &bucket, declared, replacing).await?;
     let input = &req.input;
     let fields = Fields {
         crc32: input.checksum_crc32.clone(),
@@ -162,10 +199,8 @@ pub(super) async fn put_object(
         input.cache_control.as_deref(),
         &req.headers,
         input.metadata.as_ref(),
-    );
+    )?;
 
-    let key = req.input.key.clone();
-    let existing = model.objects.get(&bucket.id, &key).await.s3()?;
     let timestamp = next_timestamp(existing.as_ref().map_or(0, Object::last_timestamp));
     let uuid = Uuid::random();
     let small = declared <= super::INLINE_MAX as u64;

@@ -61,10 +61,25 @@ fn md5_bytes(md5: Md5) -> [u8; 16] {
 fn body_error(e: s3s::StdError) -> S3Error {
     match e.downcast::<S3Error>() {
         Ok(e) => *e,
-        Err(e) => S3Error::with_message(
-            S3ErrorCode::IncompleteBody,
-            format!("could not read the request body: {e}"),
-        ),
+        Err(e) => {
+            let text = e.to_string();
+            if text.contains("SignatureMismatch") {
+                s3_error!(
+                    SignatureDoesNotMatch,
+                    "The chunk signature does not match the signing key and payload"
+                )
+            } else if text.contains("Sha256Mismatch") {
+                s3_error!(
+                    XAmzContentSHA256Mismatch,
+                    "The provided 'x-amz-content-sha256' header does not match what was computed."
+                )
+            } else {
+                S3Error::with_message(
+                    S3ErrorCode::IncompleteBody,
+                    format!("could not read the request body: {text}"),
+                )
+            }
+        }
     }
 }
 
