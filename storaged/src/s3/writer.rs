@@ -69,10 +69,12 @@ fn body_error(e: s3s::StdError) -> S3Error {
                     "The chunk signature does not match the signing key and payload"
                 )
             } else if text.contains("Sha256Mismatch") {
-                s3_error!(
-                    XAmzContentSHA256Mismatch,
-                    "The provided 'x-amz-content-sha256' header does not match what was computed."
-                )
+                let mut e = S3Error::with_message(
+                    S3ErrorCode::Custom("XAmzContentSHA256Mismatch".into()),
+                    "The provided 'x-amz-content-sha256' header does not match what was computed.",
+                );
+                e.set_status_code(http::StatusCode::BAD_REQUEST);
+                e
             } else {
                 S3Error::with_message(
                     S3ErrorCode::IncompleteBody,
