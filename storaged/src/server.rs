@@ -97,6 +97,30 @@ async fn serve<S, F>(
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
 }
 
+/// Answers `Expect: 100-continue` at once by reading the first body frame before the
+/// handler runs: hyper only sends `100 Continue` when the body is first polled, and a
+/// handler that writes metadata first could keep clients (botocore waits one second)
+/// guessing, after which they send the body unasked and the framing goes wrong.
+async fn continue_early(req: hyper::Request<Incoming>) -> hyper::Request<s3s::Body> {
+    use futures::StreamExt as _;
+    use http_body_util::BodyExt as _;
+    let expects = req
+        .headers()
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !expects {
+        return req.map(s3s::Body::from);
+    }
+    let (parts, mut body) = req.into_parts();
+    let first = body.frame().await;
+    let rest = http_body_util::BodyStream::new(body);
+    let stream = futures::stream::iter(first).chain(rest);
+    hyper::Request::from_parts(
+        parts,
+        s3s::Body::http_body(http_body_util::StreamBody::new(stream)),
+    )
+}
+
 /// Resolves when SIGTERM or SIGINT arrives.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -161,7 +185,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<()> {
                         .get(http::header::CONTENT_LENGTH)
                         .is_some_and(|v| v != "0")
                         || req.headers().contains_key(http::header::TRANSFER_ENCODING);
-                    let mut resp = match s3.call(req.map(s3s::Body::from)).await {
+                    let mut resp = match s3.call(continue_early(req).await).await {
                         Ok(r) => r,
                         Err(e) => {
                             tracing::warn!(error = ?e, "S3 request failed");
