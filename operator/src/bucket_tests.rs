@@ -6,11 +6,11 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Secret;
 use serde_json::json;
 
-use crate::crd::common::{condition, find};
+use crate::Result;
 use crate::crd::Bucket;
+use crate::crd::common::{condition, find};
 use crate::fixtures::storaged::FakeBucket;
 use crate::fixtures::{Harness, bucket, timeout};
-use crate::Result;
 
 const NS: &str = "storage";
 
@@ -21,7 +21,9 @@ async fn reconcile(h: &Harness) -> Result<kube::runtime::controller::Action> {
 
 fn ready(h: &Harness) -> (String, String) {
     let b: Bucket = h.api.get(NS, "media").unwrap();
-    let c = find(&b.status.unwrap().conditions, condition::READY).unwrap().clone();
+    let c = find(&b.status.unwrap().conditions, condition::READY)
+        .unwrap()
+        .clone();
     (c.status, c.reason)
 }
 
@@ -33,7 +35,10 @@ fn secret_value(s: &Secret, k: &str) -> String {
 async fn create(h: &Harness) {
     reconcile(h).await.unwrap();
     let b: Bucket = h.api.get(NS, "media").unwrap();
-    assert_eq!(b.metadata.finalizers.as_deref(), Some(&[super::FINALIZER.to_owned()][..]));
+    assert_eq!(
+        b.metadata.finalizers.as_deref(),
+        Some(&[super::FINALIZER.to_owned()][..])
+    );
     reconcile(h).await.unwrap();
 }
 
@@ -50,37 +55,46 @@ async fn creates_bucket_key_and_envfrom_secret() {
         h.api.put(&bucket());
         create(&h).await;
 
-        let st = h.storaged.0.lock().unwrap();
-        let (bucket_id, b) = st.buckets.iter().next().unwrap();
-        assert_eq!(b.name, "media");
-        assert_eq!(b.owner_tag.as_deref(), Some("uid-media"));
-        let (key_id, key) = st.keys.iter().next().unwrap();
-        assert_eq!(key.name, "bucket/storage/media");
-        let p = st.perms[&(key_id.clone(), bucket_id.clone())];
-        assert!(p.read && p.write && !p.owner);
+        let (key_id, key_secret) = {
+            let st = h.storaged.0.lock().unwrap();
+            let (bucket_id, b) = st.buckets.iter().next().unwrap();
+            assert_eq!(b.name, "media");
+            assert_eq!(b.owner_tag.as_deref(), Some("uid-media"));
+            let (key_id, key) = st.keys.iter().next().unwrap();
+            assert_eq!(key.name, "bucket/storage/media");
+            let p = st.perms[&(key_id.clone(), bucket_id.clone())];
+            assert!(p.read && p.write && !p.owner);
 
-        let s: Secret = h.api.get(NS, "media-bucket").unwrap();
-        assert_eq!(secret_value(&s, "AWS_ACCESS_KEY_ID"), *key_id);
-        assert_eq!(secret_value(&s, "AWS_SECRET_ACCESS_KEY"), key.secret);
-        assert_eq!(
-            secret_value(&s, "AWS_ENDPOINT_URL"),
-            "http://garage-s3.storage.svc.cluster.local:3900"
-        );
-        assert_eq!(secret_value(&s, "AWS_REGION"), "garage");
-        assert_eq!(secret_value(&s, "BUCKET_NAME"), "media");
-        let owner = &s.metadata.owner_references.unwrap()[0];
-        assert_eq!((owner.kind.as_str(), owner.uid.as_str()), ("Bucket", "uid-media"));
-        drop(st);
+            let s: Secret = h.api.get(NS, "media-bucket").unwrap();
+            assert_eq!(secret_value(&s, "AWS_ACCESS_KEY_ID"), *key_id);
+            assert_eq!(secret_value(&s, "AWS_SECRET_ACCESS_KEY"), key.secret);
+            assert_eq!(
+                secret_value(&s, "AWS_ENDPOINT_URL"),
+                "http://garage-s3.storage.svc.cluster.local:3900"
+            );
+            assert_eq!(secret_value(&s, "AWS_REGION"), "garage");
+            assert_eq!(secret_value(&s, "BUCKET_NAME"), "media");
+            let owner = &s.metadata.owner_references.unwrap()[0];
+            assert_eq!(
+                (owner.kind.as_str(), owner.uid.as_str()),
+                ("Bucket", "uid-media")
+            );
+            (key_id.clone(), key.secret.clone())
+        };
 
         assert_eq!(ready(&h), ("True".into(), "BucketReady".into()));
         let b: Bucket = h.api.get(NS, "media").unwrap();
         let status = b.status.unwrap();
         assert_eq!(status.secret_name.as_deref(), Some("media-bucket"));
         // The secret key never lands in status, events or the request log of status patches.
-        let secret = h.storaged.0.lock().unwrap().keys.values().next().unwrap().secret.clone();
+        let secret = key_secret;
+        assert_eq!(status.access_key_id.as_deref(), Some(key_id.as_str()));
         assert!(!serde_json::to_string(&status).unwrap().contains(&secret));
         for r in h.api.log() {
-            if r.path.contains("/events") || r.path.ends_with("/status") || r.path.contains("/status?") {
+            if r.path.contains("/events")
+                || r.path.ends_with("/status")
+                || r.path.contains("/status?")
+            {
                 assert!(!r.body.to_string().contains(&secret), "{r:?}");
             }
         }
@@ -107,7 +121,10 @@ async fn a_lost_key_is_reimported_from_its_secret() {
         };
         reconcile(&h).await.unwrap();
         let st = h.storaged.0.lock().unwrap();
-        assert_eq!(st.keys[&id].secret, secret, "same credentials: pods keep working");
+        assert_eq!(
+            st.keys[&id].secret, secret,
+            "same credentials: pods keep working"
+        );
     })
     .await;
 }
@@ -129,7 +146,10 @@ async fn a_name_owned_by_another_object_is_refused() {
         create(&h).await;
         assert_eq!(ready(&h), ("False".into(), "BucketNameTaken".into()));
         let st = h.storaged.0.lock().unwrap();
-        assert_eq!(st.buckets.values().next().unwrap().owner_tag.as_deref(), Some("uid-someone-else"));
+        assert_eq!(
+            st.buckets.values().next().unwrap().owner_tag.as_deref(),
+            Some("uid-someone-else")
+        );
         assert!(st.keys.is_empty());
         assert!(h.api.get::<Secret>(NS, "media-bucket").is_none());
     })
@@ -142,16 +162,38 @@ async fn quotas_are_applied_and_updated() {
         let h = Harness::with_cluster();
         let mut b = bucket();
         b.spec.quotas = Some(crate::crd::BucketQuotas {
-            max_size: Some(k8s_openapi::apimachinery::pkg::api::resource::Quantity("1Gi".into())),
+            max_size: Some(k8s_openapi::apimachinery::pkg::api::resource::Quantity(
+                "1Gi".into(),
+            )),
             max_objects: Some(10),
         });
         h.api.put(&b);
         create(&h).await;
-        let q = h.storaged.0.lock().unwrap().buckets.values().next().unwrap().quotas;
+        let q = h
+            .storaged
+            .0
+            .lock()
+            .unwrap()
+            .buckets
+            .values()
+            .next()
+            .unwrap()
+            .quotas;
         assert_eq!((q.max_size, q.max_objects), (Some(1 << 30), Some(10)));
-        h.api.edit::<Bucket>(NS, "media", |v| v["spec"]["quotas"]["maxObjects"] = json!(20));
+        h.api.edit::<Bucket>(NS, "media", |v| {
+            v["spec"]["quotas"]["maxObjects"] = json!(20)
+        });
         reconcile(&h).await.unwrap();
-        let q = h.storaged.0.lock().unwrap().buckets.values().next().unwrap().quotas;
+        let q = h
+            .storaged
+            .0
+            .lock()
+            .unwrap()
+            .buckets
+            .values()
+            .next()
+            .unwrap()
+            .quotas;
         assert_eq!(q.max_objects, Some(20));
     })
     .await;
@@ -165,7 +207,10 @@ async fn retain_keeps_the_bucket_releases_the_name_and_drops_the_key() {
         create(&h).await;
         mark_deleted(&h);
         reconcile(&h).await.unwrap();
-        assert!(h.api.get::<Bucket>(NS, "media").is_none(), "finalizer removed");
+        assert!(
+            h.api.get::<Bucket>(NS, "media").is_none(),
+            "finalizer removed"
+        );
         let st = h.storaged.0.lock().unwrap();
         let b = st.buckets.values().next().expect("bucket kept");
         assert_eq!(b.owner_tag.as_deref(), Some(""), "released for adoption");
@@ -182,7 +227,15 @@ async fn delete_refuses_a_non_empty_bucket_without_force() {
         b.spec.deletion_policy = crate::crd::DeletionPolicy::Delete;
         h.api.put(&b);
         create(&h).await;
-        h.storaged.0.lock().unwrap().buckets.values_mut().next().unwrap().objects = 5;
+        h.storaged
+            .0
+            .lock()
+            .unwrap()
+            .buckets
+            .values_mut()
+            .next()
+            .unwrap()
+            .objects = 5;
         mark_deleted(&h);
         let err = reconcile(&h).await.unwrap_err();
         assert!(err.to_string().contains("holds 5 objects"), "{err}");
@@ -191,7 +244,15 @@ async fn delete_refuses_a_non_empty_bucket_without_force() {
         assert!(h.api.get::<Bucket>(NS, "media").is_some(), "finalizer kept");
 
         // Emptied: deletion goes through.
-        h.storaged.0.lock().unwrap().buckets.values_mut().next().unwrap().objects = 0;
+        h.storaged
+            .0
+            .lock()
+            .unwrap()
+            .buckets
+            .values_mut()
+            .next()
+            .unwrap()
+            .objects = 0;
         reconcile(&h).await.unwrap();
         assert!(h.storaged.0.lock().unwrap().buckets.is_empty());
         assert!(h.api.get::<Bucket>(NS, "media").is_none());
@@ -208,11 +269,27 @@ async fn force_delete_removes_a_non_empty_bucket() {
         b.spec.force_delete = true;
         h.api.put(&b);
         create(&h).await;
-        h.storaged.0.lock().unwrap().buckets.values_mut().next().unwrap().objects = 5;
+        h.storaged
+            .0
+            .lock()
+            .unwrap()
+            .buckets
+            .values_mut()
+            .next()
+            .unwrap()
+            .objects = 5;
         mark_deleted(&h);
         reconcile(&h).await.unwrap();
         assert!(h.storaged.0.lock().unwrap().buckets.is_empty());
-        assert!(h.storaged.0.lock().unwrap().log.iter().any(|l| l.contains("?force=true")));
+        assert!(
+            h.storaged
+                .0
+                .lock()
+                .unwrap()
+                .log
+                .iter()
+                .any(|l| l.contains("?force=true"))
+        );
     })
     .await;
 }

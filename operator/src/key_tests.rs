@@ -6,10 +6,10 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Secret;
 use serde_json::json;
 
+use crate::Result;
 use crate::crd::common::{condition, find};
 use crate::crd::{AccessKey, Bucket, BucketPermission, LocalRef};
 use crate::fixtures::{Harness, access_key, bucket, timeout};
-use crate::Result;
 
 const NS: &str = "storage";
 
@@ -21,13 +21,17 @@ async fn reconcile_key(h: &Harness) -> Result<kube::runtime::controller::Action>
 async fn reconcile_bucket(h: &Harness) {
     for _ in 0..2 {
         let obj: Bucket = h.api.get(NS, "media").unwrap();
-        crate::bucket::reconcile(Arc::new(obj), h.ctx.clone()).await.unwrap();
+        crate::bucket::reconcile(Arc::new(obj), h.ctx.clone())
+            .await
+            .unwrap();
     }
 }
 
 fn perm(read: bool, write: bool, owner: bool) -> BucketPermission {
     BucketPermission {
-        bucket_ref: LocalRef { name: "media".into() },
+        bucket_ref: LocalRef {
+            name: "media".into(),
+        },
         read,
         write,
         owner,
@@ -36,7 +40,9 @@ fn perm(read: bool, write: bool, owner: bool) -> BucketPermission {
 
 fn ready(h: &Harness) -> (String, String) {
     let k: AccessKey = h.api.get(NS, "app").unwrap();
-    let c = find(&k.status.unwrap().conditions, condition::READY).unwrap().clone();
+    let c = find(&k.status.unwrap().conditions, condition::READY)
+        .unwrap()
+        .clone();
     (c.status, c.reason)
 }
 
@@ -48,9 +54,14 @@ async fn waits_for_the_bucket_then_grants_rights() {
         reconcile_key(&h).await.unwrap(); // finalizer
         reconcile_key(&h).await.unwrap();
         assert_eq!(ready(&h), ("False".into(), "WaitingForBucket".into()));
-        let s: Secret = h.api.get(NS, "app-key").expect("Secret written before the wait");
+        let s: Secret = h
+            .api
+            .get(NS, "app-key")
+            .expect("Secret written before the wait");
         let data = s.data.unwrap();
-        assert!(data.contains_key("AWS_ACCESS_KEY_ID") && data.contains_key("AWS_SECRET_ACCESS_KEY"));
+        assert!(
+            data.contains_key("AWS_ACCESS_KEY_ID") && data.contains_key("AWS_SECRET_ACCESS_KEY")
+        );
         assert!(!data.contains_key("BUCKET_NAME"));
 
         h.api.put(&bucket());
@@ -58,7 +69,13 @@ async fn waits_for_the_bucket_then_grants_rights() {
         reconcile_key(&h).await.unwrap();
         assert_eq!(ready(&h), ("True".into(), "KeyReady".into()));
         let st = h.storaged.0.lock().unwrap();
-        let key_id = st.keys.iter().find(|(_, k)| k.name == "accesskey/storage/app").unwrap().0.clone();
+        let key_id = st
+            .keys
+            .iter()
+            .find(|(_, k)| k.name == "accesskey/storage/app")
+            .unwrap()
+            .0
+            .clone();
         let p = st.perms.iter().find(|((k, _), _)| *k == key_id).unwrap().1;
         assert!(p.read && !p.write && !p.owner);
     })
@@ -82,16 +99,31 @@ async fn changed_rights_are_granted_and_revoked() {
         reconcile_key(&h).await.unwrap();
         {
             let st = h.storaged.0.lock().unwrap();
-            let (key_id, k) = st.keys.iter().find(|(_, k)| k.name == "accesskey/storage/app").unwrap();
+            let (key_id, k) = st
+                .keys
+                .iter()
+                .find(|(_, k)| k.name == "accesskey/storage/app")
+                .unwrap();
             assert!(k.allow_create_bucket);
             let p = st.perms.iter().find(|((k, _), _)| k == key_id).unwrap().1;
             assert!(p.read && !p.write && p.owner);
         }
-        h.api.edit::<AccessKey>(NS, "app", |v| v["spec"]["permissions"] = json!([]));
+        h.api
+            .edit::<AccessKey>(NS, "app", |v| v["spec"]["permissions"] = json!([]));
         reconcile_key(&h).await.unwrap();
         let st = h.storaged.0.lock().unwrap();
-        let key_id = st.keys.iter().find(|(_, k)| k.name == "accesskey/storage/app").unwrap().0;
-        assert!(st.perms.iter().filter(|((k, _), _)| k == key_id).all(|(_, p)| p.is_none()));
+        let key_id = st
+            .keys
+            .iter()
+            .find(|(_, k)| k.name == "accesskey/storage/app")
+            .unwrap()
+            .0;
+        assert!(
+            st.perms
+                .iter()
+                .filter(|((k, _), _)| k == key_id)
+                .all(|(_, p)| p.is_none())
+        );
     })
     .await;
 }

@@ -145,7 +145,8 @@ impl GarageCluster {
                 None => layout_unsupported = Some("the layout routes answer 501".to_owned()),
                 Some(current_layout) => {
                     plan = layout::plan(&name, &targets, &gone_zones, &a.status, &current_layout);
-                    let pending = !current_layout.staged.is_empty() && !plan.waiting_for_first_layout;
+                    let pending =
+                        !current_layout.staged.is_empty() && !plan.waiting_for_first_layout;
                     if !plan.changes.is_empty() || pending {
                         match apply_layout(&a.client, &plan, &current_layout).await {
                             Ok(l) => {
@@ -154,7 +155,8 @@ impl GarageCluster {
                                     l.version,
                                     plan.changes.len()
                                 );
-                                ctx.event(self, EventType::Normal, "LayoutApplied", msg).await;
+                                ctx.event(self, EventType::Normal, "LayoutApplied", msg)
+                                    .await;
                                 layout_applied = Some(l.version);
                                 a.layout = Some(l);
                                 // Storage nodes and partitions changed with the layout.
@@ -173,9 +175,9 @@ impl GarageCluster {
         let can_shrink = |zone: &str| {
             layout_applied.is_none()
                 && layout_unsupported.is_none()
-                && admin
-                    .as_ref()
-                    .is_some_and(|a| a.layout.is_some() && layout::drain_complete(&plan, zone, &a.health))
+                && admin.as_ref().is_some_and(|a| {
+                    a.layout.is_some() && layout::drain_complete(&plan, zone, &a.health)
+                })
         };
 
         // 4. Objects, with shrinking zones held until drained.
@@ -226,7 +228,9 @@ impl GarageCluster {
             layout_unsupported,
             layout_applied,
             plan,
-            layout_version: admin.as_ref().and_then(|a| a.layout.as_ref().map(|l| l.version)),
+            layout_version: admin
+                .as_ref()
+                .and_then(|a| a.layout.as_ref().map(|l| l.version)),
             health: admin.map(|a| a.health),
             s3_endpoint: services::s3_endpoint(self, &ctx.render.cluster_domain)?,
         };

@@ -3,6 +3,8 @@
 // The `KubeSchema` derive emits a `pub` helper struct in a private scope; that is its
 // code, not an API of ours.
 #![allow(unreachable_pub)]
+// `printcolumn(...)` repeats `type_ = ...` once per column by design.
+#![allow(clippy::duplicated_attributes)]
 use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
