@@ -12,9 +12,9 @@ use http_body_util::{BodyExt, Full};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use storaged_api::{
-    ApplyLayoutResponse, BucketInfo, BucketSummary, ClusterHealth, ClusterStatus,
-    CreateBucketRequest, CreateKeyRequest, ErrorResponse, ImportKeyRequest, KeyInfo, KeySummary,
-    LayoutInfo, LayoutVersionRequest, PermissionRequest, StageLayoutRequest, UpdateBucketRequest,
+    ApplyLayoutResponse, BucketInfo, ClusterHealth, ClusterStatus, CreateBucketRequest,
+    CreateKeyRequest, ErrorResponse, ImportKeyRequest, KeyInfo, KeySummary, LayoutInfo,
+    LayoutVersionRequest, PermissionRequest, StageLayoutRequest, UpdateBucketRequest,
     UpdateKeyRequest, paths,
 };
 use tower::{Service, ServiceExt, util::BoxCloneSyncService};
@@ -284,10 +284,11 @@ impl AdminClient {
         }
     }
 
-    /// `GET /v1/buckets?name=`: buckets with that global name (zero or one).
-    pub async fn buckets_by_name(&self, name: &str) -> Result<Vec<BucketSummary>, AdminError> {
+    /// `GET /v1/buckets?name=`: the bucket with that global name, `None` when absent (the
+    /// daemon answers one `BucketInfo`, or 404 `NoSuchBucket`).
+    pub async fn bucket_by_name(&self, name: &str) -> Result<Option<BucketInfo>, AdminError> {
         let path = format!("{}?name={}", paths::BUCKETS, encode_query(name));
-        self.call::<(), _>(Method::GET, &path, None).await
+        not_found_as_none(self.call::<(), _>(Method::GET, &path, None).await)
     }
 
     /// `GET /v1/buckets/{id}`; `None` when absent.

@@ -361,14 +361,11 @@ impl Bucket {
 }
 
 async fn find_bucket(access: &ClusterAccess, name: &str) -> Result<Option<BucketInfo>> {
-    for b in access.admin.buckets_by_name(name).await? {
-        if b.name == name
-            && let Some(info) = access.admin.bucket(&b.id).await?
-        {
-            return Ok(Some(info));
-        }
-    }
-    Ok(None)
+    Ok(access
+        .admin
+        .bucket_by_name(name)
+        .await?
+        .filter(|b| b.name == name))
 }
 
 #[cfg(test)]
