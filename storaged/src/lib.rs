@@ -9,6 +9,7 @@
 //! | --- | --- |
 //! | [`util`] | ids, time, CRDT primitives, versioned record encoding |
 //! | [`config`] | `storaged.toml` + `STORAGED_*` overrides, validated with errors naming the field |
+//! | [`net`] | QUIC endpoints: node identity, cluster-secret authentication, framed requests and streams |
 //! | [`table`] | generic CRDT tables on redb: schema trait, merge-on-insert, update hooks, insert queue |
 //! | [`block`] | blake3-addressed chunk files, refcounts, GC |
 //! | [`model`] | the object store's tables (buckets, aliases, keys, objects, versions, block refs, uploads) |
@@ -27,6 +28,7 @@ pub mod config;
 pub mod dev;
 pub mod error;
 pub mod model;
+pub mod net;
 pub mod s3;
 pub mod server;
 pub mod table;
