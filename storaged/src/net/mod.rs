@@ -38,7 +38,9 @@
 //!
 //! # Connections
 //!
-//! Connections are cheap to re-open (one round trip plus the TLS handshake); keep-alive
+//! Incoming handshakes run in the background, at most 256 at once (more are refused
+//! before any crypto); a server calls [`Endpoint::accept`] in a loop to take the peers
+//! that authenticated. Connections are cheap to re-open (one round trip plus the TLS handshake); keep-alive
 //! (default 5 s) keeps idle ones open through NATs and conntrack, and the idle timeout
 //! (default 30 s) detects dead peers. A dropped [`Peer`] is re-made with
 //! [`Endpoint::connect`].
@@ -94,6 +96,9 @@ use crate::util::id::Id32;
 /// anything else fails the handshake.
 pub const ALPN: &[u8] = b"storaged/1";
 
+/// Name of the node key file in the metadata directory.
+pub const NODE_KEY_FILE: &str = "node_key";
+
 /// Default keep-alive interval: frequent enough to hold NAT and conntrack entries open.
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(5);
 
@@ -108,7 +113,7 @@ pub struct NetConfig {
     pub bind: SocketAddr,
     /// The cluster secret (`rpc_secret`): only nodes sharing it can talk.
     pub secret: [u8; 32],
-    /// The node key file, normally `metadata_dir/node_key`.
+    /// The node key file, normally `metadata_dir/`[`NODE_KEY_FILE`].
     pub key_path: PathBuf,
     /// Keep-alive interval on every connection.
     pub keep_alive: Duration,

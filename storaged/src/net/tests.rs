@@ -15,6 +15,13 @@ const SECRET: [u8; 32] = [0x42; 32];
 const OTHER_SECRET: [u8; 32] = [0x43; 32];
 const BIG: usize = 5 * 1024 * 1024;
 
+/// Every loopback test runs under this bound: a hang is a failure, not a stuck CI job.
+async fn within<F: std::future::Future<Output = ()>>(test: F) {
+    tokio::time::timeout(Duration::from_secs(60), test)
+        .await
+        .expect("test timed out");
+}
+
 fn loopback() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
@@ -115,118 +122,124 @@ async fn serve(peer: Peer, uploads: tokio::sync::mpsc::Sender<Vec<u8>>) {
 
 #[tokio::test]
 async fn request_response_and_streamed_bodies() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = endpoint(&dir, "a", SECRET).await;
-    let b = endpoint(&dir, "b", SECRET).await;
-    assert_ne!(a.node_id(), b.node_id());
+    within(async {
+        let dir = tempfile::tempdir().unwrap();
+        let a = endpoint(&dir, "a", SECRET).await;
+        let b = endpoint(&dir, "b", SECRET).await;
+        assert_ne!(a.node_id(), b.node_id());
 
-    let (tx, mut uploads) = tokio::sync::mpsc::channel(1);
-    let b2 = b.clone();
-    let a_id = a.node_id();
-    tokio::spawn(async move {
-        while let Some(peer) = b2.accept().await {
-            assert_eq!(peer.node_id(), a_id, "the server sees the client's key");
-            tokio::spawn(serve(peer, tx.clone()));
-        }
-    });
+        let (tx, mut uploads) = tokio::sync::mpsc::channel(1);
+        let b2 = b.clone();
+        let a_id = a.node_id();
+        tokio::spawn(async move {
+            while let Some(peer) = b2.accept().await {
+                assert_eq!(peer.node_id(), a_id, "the server sees the client's key");
+                tokio::spawn(serve(peer, tx.clone()));
+            }
+        });
 
-    let peer = a.connect(b.local_addr().unwrap()).await.unwrap();
-    assert_eq!(
-        peer.node_id(),
-        b.node_id(),
-        "the client sees the server's key"
-    );
+        let peer = a.connect(b.local_addr().unwrap()).await.unwrap();
+        assert_eq!(
+            peer.node_id(),
+            b.node_id(),
+            "the client sees the server's key"
+        );
 
-    // Request / response.
-    assert_eq!(&peer.request(b"ping").await.unwrap()[..], b"pong");
-    assert_eq!(&peer.request(b"what").await.unwrap()[..], b"unknown");
+        // Request / response.
+        assert_eq!(&peer.request(b"ping").await.unwrap()[..], b"pong");
+        assert_eq!(&peer.request(b"what").await.unwrap()[..], b"unknown");
 
-    // Upload 5 MiB in pieces.
-    let data = big_payload();
-    let mut s = peer.open().await.unwrap();
-    s.send.send_frame(b"upload").await.unwrap();
-    s.send
-        .send_body(data.len() as u64, &mut &data[..])
-        .await
-        .unwrap();
-    s.send.finish().unwrap();
-    let n = s.recv.recv_frame().await.unwrap();
-    assert_eq!(&n[..], &(BIG as u64).to_be_bytes());
-    let received = uploads.recv().await.unwrap();
-    assert!(received == data, "uploaded body is byte-identical");
+        // Upload 5 MiB in pieces.
+        let data = big_payload();
+        let mut s = peer.open().await.unwrap();
+        s.send.send_frame(b"upload").await.unwrap();
+        s.send
+            .send_body(data.len() as u64, &mut &data[..])
+            .await
+            .unwrap();
+        s.send.finish().unwrap();
+        let n = s.recv.recv_frame().await.unwrap();
+        assert_eq!(&n[..], &(BIG as u64).to_be_bytes());
+        let received = uploads.recv().await.unwrap();
+        assert!(received == data, "uploaded body is byte-identical");
 
-    // Download 5 MiB in pieces.
-    let mut s = peer.open().await.unwrap();
-    s.send.send_frame(b"download").await.unwrap();
-    s.send.finish().unwrap();
-    assert_eq!(&s.recv.recv_frame().await.unwrap()[..], b"here");
-    let mut body = s.recv.recv_body().await.unwrap();
-    assert_eq!(body.len(), BIG as u64);
-    let mut got = Vec::with_capacity(BIG);
-    body.copy_to(&mut got).await.unwrap();
-    assert!(got == data, "downloaded body is byte-identical");
+        // Download 5 MiB in pieces.
+        let mut s = peer.open().await.unwrap();
+        s.send.send_frame(b"download").await.unwrap();
+        s.send.finish().unwrap();
+        assert_eq!(&s.recv.recv_frame().await.unwrap()[..], b"here");
+        let mut body = s.recv.recv_body().await.unwrap();
+        assert_eq!(body.len(), BIG as u64);
+        let mut got = Vec::with_capacity(BIG);
+        body.copy_to(&mut got).await.unwrap();
+        assert!(got == data, "downloaded body is byte-identical");
 
-    // A known node, reached by id; a wrong expectation is refused.
-    let again = a
-        .connect_to(b.local_addr().unwrap(), b.node_id())
-        .await
-        .unwrap();
-    assert_eq!(&again.request(b"ping").await.unwrap()[..], b"pong");
-    let err = a
-        .connect_to(b.local_addr().unwrap(), a.node_id())
-        .await
-        .unwrap_err();
-    assert!(matches!(err, NetError::UnexpectedPeer { .. }), "{err}");
+        // A known node, reached by id; a wrong expectation is refused.
+        let again = a
+            .connect_to(b.local_addr().unwrap(), b.node_id())
+            .await
+            .unwrap();
+        assert_eq!(&again.request(b"ping").await.unwrap()[..], b"pong");
+        let err = a
+            .connect_to(b.local_addr().unwrap(), a.node_id())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, NetError::UnexpectedPeer { .. }), "{err}");
 
-    a.close("test over");
-    b.close("test over");
+        a.close("test over");
+        b.close("test over");
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn wrong_secret_is_refused_both_ways_and_logged() {
-    let (logs, _guard) = capture_logs();
-    let dir = tempfile::tempdir().unwrap();
-    let a = endpoint(&dir, "a", SECRET).await;
-    let c = endpoint(&dir, "c", OTHER_SECRET).await;
+    within(async {
+        let (logs, _guard) = capture_logs();
+        let dir = tempfile::tempdir().unwrap();
+        let a = endpoint(&dir, "a", SECRET).await;
+        let c = endpoint(&dir, "c", OTHER_SECRET).await;
 
-    // c dials a, then a dials c: both fail on the dialling side...
-    let err = c.connect(a.local_addr().unwrap()).await.unwrap_err();
-    assert!(matches!(err, NetError::NotInCluster { .. }), "{err}");
-    assert!(err.to_string().contains("cluster secret"), "{err}");
-    let err = a.connect(c.local_addr().unwrap()).await.unwrap_err();
-    assert!(matches!(err, NetError::NotInCluster { .. }), "{err}");
+        // c dials a, then a dials c: both fail on the dialling side...
+        let err = c.connect(a.local_addr().unwrap()).await.unwrap_err();
+        assert!(matches!(err, NetError::NotInCluster { .. }), "{err}");
+        assert!(err.to_string().contains("cluster secret"), "{err}");
+        let err = a.connect(c.local_addr().unwrap()).await.unwrap_err();
+        assert!(matches!(err, NetError::NotInCluster { .. }), "{err}");
 
-    // ...the accepting side logs why...
-    let text = logs.wait_for("refused connection").await;
-    let refusals: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("WARN") && l.contains("cluster secret"))
-        .collect();
-    assert!(!refusals.is_empty(), "{text}");
-    for _ in 0..200 {
-        if logs
-            .text()
+        // ...the accepting side logs why...
+        let text = logs.wait_for("refused connection").await;
+        let refusals: Vec<&str> = text
             .lines()
             .filter(|l| l.contains("WARN") && l.contains("cluster secret"))
-            .count()
-            >= 2
-        {
-            break;
+            .collect();
+        assert!(!refusals.is_empty(), "{text}");
+        for _ in 0..200 {
+            if logs
+                .text()
+                .lines()
+                .filter(|l| l.contains("WARN") && l.contains("cluster secret"))
+                .count()
+                >= 2
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 
-    // ...and neither ever yields the other as a peer.
-    for ep in [&a, &c] {
-        let accepted = tokio::time::timeout(Duration::from_millis(300), ep.accept()).await;
-        assert!(accepted.is_err(), "no peer may be accepted");
-    }
-    let text = logs.text();
-    let warns = text
-        .lines()
-        .filter(|l| l.contains("WARN") && l.contains("cluster secret"))
-        .count();
-    assert!(warns >= 2, "both accepting sides log the refusal:\n{text}");
+        // ...and neither ever yields the other as a peer.
+        for ep in [&a, &c] {
+            let accepted = tokio::time::timeout(Duration::from_millis(300), ep.accept()).await;
+            assert!(accepted.is_err(), "no peer may be accepted");
+        }
+        let text = logs.text();
+        let warns = text
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains("cluster secret"))
+            .count();
+        assert!(warns >= 2, "both accepting sides log the refusal:\n{text}");
+    })
+    .await;
 }
 
 /// A client that skips server verification, so its own handshake completes: the
@@ -311,110 +324,119 @@ async fn attacker_request(server: SocketAddr, with_foreign_cert: bool) -> Result
 
 #[tokio::test]
 async fn client_without_the_secret_cannot_issue_a_request() {
-    let (logs, _guard) = capture_logs();
-    let dir = tempfile::tempdir().unwrap();
-    let a = endpoint(&dir, "a", SECRET).await;
-    let addr = a.local_addr().unwrap();
+    within(async {
+        let (logs, _guard) = capture_logs();
+        let dir = tempfile::tempdir().unwrap();
+        let a = endpoint(&dir, "a", SECRET).await;
+        let addr = a.local_addr().unwrap();
 
-    let foreign = attacker_request(addr, true).await;
-    assert!(
-        foreign.is_err(),
-        "a foreign certificate got an answer: {foreign:?}"
-    );
-    let anonymous = attacker_request(addr, false).await;
-    assert!(
-        anonymous.is_err(),
-        "no certificate got an answer: {anonymous:?}"
-    );
+        let foreign = attacker_request(addr, true).await;
+        assert!(
+            foreign.is_err(),
+            "a foreign certificate got an answer: {foreign:?}"
+        );
+        let anonymous = attacker_request(addr, false).await;
+        assert!(
+            anonymous.is_err(),
+            "no certificate got an answer: {anonymous:?}"
+        );
 
-    let text = logs.wait_for("we refused the peer's certificate").await;
-    assert!(text.contains("cluster secret"), "{text}");
-    let accepted = tokio::time::timeout(Duration::from_millis(300), a.accept()).await;
-    assert!(accepted.is_err(), "no peer may be accepted");
+        let text = logs.wait_for("we refused the peer's certificate").await;
+        assert!(text.contains("cluster secret"), "{text}");
+        let accepted = tokio::time::timeout(Duration::from_millis(300), a.accept()).await;
+        assert!(accepted.is_err(), "no peer may be accepted");
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn node_key_persists_across_restarts() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = endpoint(&dir, "a", SECRET).await;
-    let id = a.node_id();
-    a.close("restart");
-    drop(a);
-    let a = endpoint(&dir, "a", SECRET).await;
-    assert_eq!(a.node_id(), id);
-    // The secret does not enter the identity.
-    let a2 = endpoint(&dir, "a", OTHER_SECRET).await;
-    assert_eq!(a2.node_id(), id);
-    let mode = std::fs::metadata(dir.path().join("a/node_key"))
-        .unwrap()
-        .permissions();
-    assert_eq!(
-        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
-        0o600
-    );
+    within(async {
+        let dir = tempfile::tempdir().unwrap();
+        let a = endpoint(&dir, "a", SECRET).await;
+        let id = a.node_id();
+        a.close("restart");
+        drop(a);
+        let a = endpoint(&dir, "a", SECRET).await;
+        assert_eq!(a.node_id(), id);
+        // The secret does not enter the identity.
+        let a2 = endpoint(&dir, "a", OTHER_SECRET).await;
+        assert_eq!(a2.node_id(), id);
+        let mode = std::fs::metadata(dir.path().join("a/node_key"))
+            .unwrap()
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn truncated_oversized_and_garbage_frames_are_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = endpoint(&dir, "a", SECRET).await;
-    let b = endpoint(&dir, "b", SECRET).await;
+    within(async {
+        let dir = tempfile::tempdir().unwrap();
+        let a = endpoint(&dir, "a", SECRET).await;
+        let b = endpoint(&dir, "b", SECRET).await;
 
-    let (results_tx, mut results) = tokio::sync::mpsc::channel(8);
-    let b2 = b.clone();
-    tokio::spawn(async move {
-        let peer = b2.accept().await.unwrap();
-        while let Ok(Some(mut s)) = peer.accept().await {
-            let r = s.recv.recv_frame().await;
-            results_tx.send(r).await.unwrap();
-        }
-    });
-    let peer = a.connect(b.local_addr().unwrap()).await.unwrap();
-
-    let cases: [(&[u8], &str); 5] = [
-        (&[], "empty stream"),
-        (&[0, 0], "short length"),
-        (&[0, 0, 0, 100, 1, 2, 3], "short payload"),
-        (&[0xff, 0xff, 0xff, 0xff, 1, 2], "oversized"),
-        (&[0x04, 0x00, 0x00, 0x01], "just over the limit"),
-    ];
-    for (bytes, what) in cases {
-        let mut s = peer.open().await.unwrap();
-        s.send.write_raw(bytes).await.unwrap();
-        s.send.finish().unwrap();
-        let r = results.recv().await.unwrap();
-        match what {
-            "oversized" | "just over the limit" => assert!(
-                matches!(r, Err(NetError::Frame(FrameError::TooLarge { .. }))),
-                "{what}: {r:?}"
-            ),
-            _ => assert!(
-                matches!(r, Err(NetError::Frame(FrameError::Incomplete))),
-                "{what}: {r:?}"
-            ),
-        }
-    }
-
-    // Sending an oversized frame is refused locally, before anything goes out.
-    let mut s = peer.open().await.unwrap();
-    let huge = vec![0u8; MAX_FRAME_LEN + 1];
-    let err = s.send.send_frame(&huge).await.unwrap_err();
-    assert!(
-        matches!(err, NetError::Frame(FrameError::TooLarge { .. })),
-        "{err}"
-    );
-
-    // A body source shorter than announced is an error for the sender.
-    let mut s = peer.open().await.unwrap();
-    let err = s.send.send_body(10, &mut &b"abc"[..]).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            NetError::BodyTooShort {
-                expected: 10,
-                got: 3
+        let (results_tx, mut results) = tokio::sync::mpsc::channel(8);
+        let b2 = b.clone();
+        tokio::spawn(async move {
+            let peer = b2.accept().await.unwrap();
+            while let Ok(Some(mut s)) = peer.accept().await {
+                let r = s.recv.recv_frame().await;
+                results_tx.send(r).await.unwrap();
             }
-        ),
-        "{err}"
-    );
+        });
+        let peer = a.connect(b.local_addr().unwrap()).await.unwrap();
+
+        let cases: [(&[u8], &str); 5] = [
+            (&[], "empty stream"),
+            (&[0, 0], "short length"),
+            (&[0, 0, 0, 100, 1, 2, 3], "short payload"),
+            (&[0xff, 0xff, 0xff, 0xff, 1, 2], "oversized"),
+            (&[0x04, 0x00, 0x00, 0x01], "just over the limit"),
+        ];
+        for (bytes, what) in cases {
+            let mut s = peer.open().await.unwrap();
+            s.send.write_raw(bytes).await.unwrap();
+            s.send.finish().unwrap();
+            let r = results.recv().await.unwrap();
+            match what {
+                "oversized" | "just over the limit" => assert!(
+                    matches!(r, Err(NetError::Frame(FrameError::TooLarge { .. }))),
+                    "{what}: {r:?}"
+                ),
+                _ => assert!(
+                    matches!(r, Err(NetError::Frame(FrameError::Incomplete))),
+                    "{what}: {r:?}"
+                ),
+            }
+        }
+
+        // Sending an oversized frame is refused locally, before anything goes out.
+        let mut s = peer.open().await.unwrap();
+        let huge = vec![0u8; MAX_FRAME_LEN + 1];
+        let err = s.send.send_frame(&huge).await.unwrap_err();
+        assert!(
+            matches!(err, NetError::Frame(FrameError::TooLarge { .. })),
+            "{err}"
+        );
+
+        // A body source shorter than announced is an error for the sender.
+        let mut s = peer.open().await.unwrap();
+        let err = s.send.send_body(10, &mut &b"abc"[..]).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                NetError::BodyTooShort {
+                    expected: 10,
+                    got: 3
+                }
+            ),
+            "{err}"
+        );
+    })
+    .await;
 }
