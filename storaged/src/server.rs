@@ -154,6 +154,14 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<()> {
         shutdown_rx.clone(),
     ));
     let metrics = Arc::new(Metrics::new());
+    let cleanup = Arc::clone(&model);
+    tokio::spawn(async move {
+        match cleanup.abort_interrupted_uploads().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(aborted = n, "released uploads interrupted by the last stop"),
+            Err(e) => tracing::warn!(error = %e, "could not clean up interrupted uploads"),
+        }
+    });
 
     let s3_listener = bind(config.s3_api.api_bind_addr, "s3_api.api_bind_addr").await?;
     let admin_listener = bind(config.admin.api_bind_addr, "admin.api_bind_addr").await?;

@@ -4,6 +4,7 @@
 pub mod block_ref;
 pub mod bucket;
 pub mod counters;
+pub mod inflight;
 pub mod key;
 pub mod mpu;
 pub mod object;
@@ -60,6 +61,7 @@ impl Model {
     pub fn open(config: &Config) -> Result<Arc<Self>> {
         let db = Db::open(&config.metadata_dir)?;
         counters::create_table(&db)?;
+        inflight::create_table(&db)?;
         let blocks = BlockManager::open(&config.data_dir, config.compression_level, db.clone())?;
         let gc_delay_ms = config.background.block_gc_delay_secs.saturating_mul(1000);
         Ok(Arc::new(Self {
@@ -342,5 +344,179 @@ mod tests {
         assert!(validate_key_id("has space in it aaaaaaa").is_err());
         assert!(validate_secret("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY").is_ok());
         assert!(validate_secret("short").is_err());
+    }
+}
+
+#[cfg(test)]
+mod lifecycle_tests {
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+
+    use super::object::{
+        ObjectHeaders, ObjectMeta, ObjectVersion, ObjectVersionData, ObjectVersionState,
+    };
+    use super::version::{BlockPos, VersionBlock};
+    use super::*;
+    use crate::util::id::Hash;
+
+    fn config(dir: &std::path::Path) -> Config {
+        let text = format!(
+            "metadata_dir = \"{}\"\ndata_dir = \"{}\"\nrpc_secret = \"{}\"\n[background]\nblock_gc_delay_secs = 0\n",
+            dir.join("meta").display(),
+            dir.join("data").display(),
+            "0".repeat(64)
+        );
+        Config::from_toml_and_env(&text, Vec::new()).expect("config")
+    }
+
+    async fn wait_for(what: &str, mut cond: impl AsyncFnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond().await {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Writes one chunked object version the way the PUT path does.
+    async fn put_chunked(m: &Model, bucket: Uuid, key: &str, data: &[u8], ts: u64) -> (Uuid, Hash) {
+        let uuid = Uuid::random();
+        let hash = Hash::hash_of(data);
+        let mut v = Version::new(uuid);
+        v.blocks.insert(
+            BlockPos { part: 1, offset: 0 },
+            VersionBlock {
+                hash,
+                size: data.len() as u64,
+            },
+        );
+        m.versions.insert(&v).await.expect("version");
+        m.block_refs
+            .insert(&BlockRef::new(hash, uuid))
+            .await
+            .expect("ref");
+        m.blocks
+            .write_block(hash, Bytes::copy_from_slice(data))
+            .await
+            .expect("block");
+        let meta = ObjectMeta {
+            size: data.len() as u64,
+            etag: "e".into(),
+            headers: ObjectHeaders::default(),
+            checksum: None,
+            parts: 0,
+        };
+        let ov = ObjectVersion {
+            uuid,
+            timestamp: ts,
+            state: ObjectVersionState::Complete(ObjectVersionData::FirstBlock(meta, hash)),
+        };
+        m.objects
+            .insert(&Object::new(bucket, key.into(), vec![ov]))
+            .await
+            .expect("object");
+        (uuid, hash)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn overwrite_and_delete_release_chunks_but_shared_chunks_survive() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = Model::open(&config(dir.path())).expect("model");
+        let (_tx, rx) = watch::channel(false);
+        m.spawn_workers(&rx);
+        let bucket = Uuid::random();
+        let (_, h1) = put_chunked(&m, bucket, "a", b"first body", 1).await;
+        // The same bytes under another key share the chunk.
+        let (_, shared) = put_chunked(&m, bucket, "b", b"shared body", 2).await;
+        put_chunked(&m, bucket, "c", b"shared body", 3).await;
+        // Overwrite "a": its old chunk loses its last reference.
+        put_chunked(&m, bucket, "a", b"second body", 4).await;
+        // Delete "b": the shared chunk is still used by "c".
+        let marker = ObjectVersion {
+            uuid: Uuid::random(),
+            timestamp: 5,
+            state: ObjectVersionState::Complete(ObjectVersionData::DeleteMarker),
+        };
+        m.objects
+            .insert(&Object::new(bucket, "b".into(), vec![marker]))
+            .await
+            .expect("delete");
+
+        wait_for("the overwritten chunk to be collected", async || {
+            m.blocks.gc_once().await.expect("gc");
+            !m.blocks.has_block(&h1)
+        })
+        .await;
+        assert!(
+            m.blocks.has_block(&shared),
+            "a chunk still referenced must never be collected"
+        );
+        let c = m.counts(&bucket).await.expect("counts");
+        assert_eq!((c.objects, c.bytes), (2, 11 + 11), "a and c remain");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn interrupted_upload_is_aborted_at_next_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bucket = Uuid::random();
+        let uuid = Uuid::random();
+        let hash;
+        {
+            let m = Model::open(&config(dir.path())).expect("model");
+            m.begin_upload(uuid, bucket, "k", 10).await.expect("marker");
+            let up = ObjectVersion {
+                uuid,
+                timestamp: 10,
+                state: ObjectVersionState::Uploading {
+                    multipart: false,
+                    headers: ObjectHeaders::default(),
+                    checksum_algo: None,
+                    checksum_kind: None,
+                },
+            };
+            m.objects
+                .insert(&Object::new(bucket, "k".into(), vec![up]))
+                .await
+                .expect("uploading");
+            let data = b"half an upload";
+            hash = Hash::hash_of(data);
+            let mut v = Version::new(uuid);
+            v.blocks.insert(
+                BlockPos { part: 1, offset: 0 },
+                VersionBlock {
+                    hash,
+                    size: data.len() as u64,
+                },
+            );
+            m.versions.insert(&v).await.expect("version");
+            m.block_refs
+                .insert(&BlockRef::new(hash, uuid))
+                .await
+                .expect("ref");
+            m.blocks
+                .write_block(hash, Bytes::from_static(data))
+                .await
+                .expect("block");
+            // "Crash": drop everything without finishing.
+        }
+        let m = Model::open(&config(dir.path())).expect("reopen");
+        let (_tx, rx) = watch::channel(false);
+        m.spawn_workers(&rx);
+        assert_eq!(m.abort_interrupted_uploads().await.expect("cleanup"), 1);
+        let o = m.objects.get(&bucket, &"k".to_string()).await.expect("get");
+        assert!(o.is_none_or(|o| o.current().is_none()), "nothing visible");
+        wait_for(
+            "the interrupted upload's chunk to be released",
+            async || {
+                m.blocks.gc_once().await.expect("gc");
+                !m.blocks.has_block(&hash)
+            },
+        )
+        .await;
+        assert_eq!(
+            m.abort_interrupted_uploads().await.expect("cleanup"),
+            0,
+            "markers are cleared"
+        );
     }
 }

@@ -96,7 +96,10 @@ pub enum ObjectVersionData {
     FirstBlock(ObjectMeta, Hash),
 }
 
-/// Life cycle of a version.
+/// Life cycle of a version. A version uuid serves one purpose: a single PUT (`Uploading`
+/// without multipart, then `Complete` or `Aborted`), a multipart upload (`Uploading` with
+/// multipart, then `Aborted` when completed or aborted: its completion is a new version), or
+/// a delete marker / copy (`Complete` at once). The merge laws hold on such histories.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ObjectVersionState {
     /// Body still arriving (single PUT) or multipart upload open.
@@ -117,12 +120,12 @@ pub enum ObjectVersionState {
 }
 
 impl Crdt for ObjectVersionState {
-    /// Aborted beats Complete beats Uploading.
+    /// Complete beats Aborted beats Uploading: an upload can be given up while it is in
+    /// progress, but nothing can take back a version once it completed (so a stray abort
+    /// can never lose acknowledged data, and a version pruned as superseded stays so).
     fn merge(&mut self, other: &Self) {
         use ObjectVersionState as S;
         match (&*self, other) {
-            (S::Aborted, _) => {}
-            (_, S::Aborted) => *self = S::Aborted,
             (S::Complete(a), S::Complete(b)) => {
                 if b > a {
                     *self = other.clone();
@@ -130,6 +133,8 @@ impl Crdt for ObjectVersionState {
             }
             (S::Complete(_), _) => {}
             (_, S::Complete(_)) => *self = other.clone(),
+            (S::Aborted, _) => {}
+            (_, S::Aborted) => *self = S::Aborted,
             (S::Uploading { .. }, S::Uploading { .. }) => {
                 if other > self {
                     *self = other.clone();
@@ -255,19 +260,36 @@ impl Object {
         }
     }
 
-    /// Drops everything older than the newest complete version, except open multipart
-    /// uploads. A function of the merged set only, so merging stays a CRDT.
+    /// Drops the data versions (complete, or single PUTs still uploading) older than the
+    /// newest complete version. `Aborted` versions stay as tombstones so that an abort
+    /// reaches every copy that still holds the upload open, whatever the merge order; they
+    /// are dropped once the newest complete version is [`ABORTED_TOMBSTONE_TTL_MS`] newer.
+    /// Open multipart uploads stay: S3 lets them outlive newer PUTs of the same key.
+    /// A function of the merged set only (it reads no clock), so merging stays a CRDT.
     fn prune(&mut self) {
-        if let Some(last) = self.versions.iter().rposition(ObjectVersion::is_complete) {
-            let mut i = 0;
-            self.versions.retain(|v| {
-                let keep = i >= last || v.is_open_multipart();
-                i += 1;
-                keep
-            });
-        }
+        let Some(last) = self.versions.iter().rposition(ObjectVersion::is_complete) else {
+            return;
+        };
+        let newest = self.versions[last].timestamp;
+        let mut i = 0;
+        self.versions.retain(|v| {
+            let older = i < last;
+            i += 1;
+            match v.state {
+                _ if !older => true,
+                ObjectVersionState::Uploading { multipart, .. } => multipart,
+                ObjectVersionState::Aborted => {
+                    v.timestamp.saturating_add(ABORTED_TOMBSTONE_TTL_MS) >= newest
+                }
+                ObjectVersionState::Complete(_) => false,
+            }
+        });
     }
 }
+
+/// How much newer (in version timestamps) the current version must be before an aborted
+/// version's tombstone is forgotten: far longer than any abort takes to reach all copies.
+pub const ABORTED_TOMBSTONE_TTL_MS: u64 = 24 * 3600 * 1000;
 
 impl Crdt for Object {
     fn merge(&mut self, other: &Self) {
@@ -354,23 +376,30 @@ mod tests {
         }
     }
 
+    fn uploading(multipart: bool) -> ObjectVersionState {
+        ObjectVersionState::Uploading {
+            multipart,
+            headers: ObjectHeaders::default(),
+            checksum_algo: None,
+            checksum_kind: None,
+        }
+    }
+
+    /// Versions of valid histories: a version uuid serves one purpose. Id 0 is a single PUT
+    /// that completes, id 1 one that is aborted, ids 2-3 multipart uploads (open → aborted;
+    /// completion is a new version), ids 4-5 delete markers or inline data.
     fn version() -> impl Strategy<Value = ObjectVersion> {
-        (0u64..4, 0u8..3, 0u8..5).prop_map(|(ts, id, st)| {
-            let state = match st {
-                0 => ObjectVersionState::Uploading {
-                    multipart: false,
-                    headers: ObjectHeaders::default(),
-                    checksum_algo: None,
-                    checksum_kind: None,
-                },
-                1 => ObjectVersionState::Uploading {
-                    multipart: true,
-                    headers: ObjectHeaders::default(),
-                    checksum_algo: None,
-                    checksum_kind: None,
-                },
-                2 => ObjectVersionState::Complete(ObjectVersionData::Inline(meta(1), vec![1])),
-                3 => ObjectVersionState::Complete(ObjectVersionData::DeleteMarker),
+        (0u64..4, 0u8..6, any::<bool>()).prop_map(|(ts, id, later)| {
+            let state = match (id, later) {
+                (0 | 1, false) => uploading(false),
+                (0, true) => {
+                    ObjectVersionState::Complete(ObjectVersionData::Inline(meta(1), vec![id]))
+                }
+                (2 | 3, false) => uploading(true),
+                (4, _) => ObjectVersionState::Complete(ObjectVersionData::DeleteMarker),
+                (5, _) => {
+                    ObjectVersionState::Complete(ObjectVersionData::Inline(meta(2), vec![id]))
+                }
                 _ => ObjectVersionState::Aborted,
             };
             ObjectVersion {
@@ -422,13 +451,30 @@ mod tests {
         let mut o = Object::new(Uuid::default(), "k".into(), vec![up.clone(), old.clone()]);
         o.merge(&Object::new(Uuid::default(), "k".into(), vec![new.clone()]));
         assert_eq!(o.versions(), &[up.clone(), new.clone()]);
-        // Closing the upload through a merge removes it.
+        // Closing the upload through a merge closes it (a tombstone remains).
         let closed = ObjectVersion {
             state: ObjectVersionState::Aborted,
             ..up
         };
-        o.merge(&Object::new(Uuid::default(), "k".into(), vec![closed, old]));
-        assert_eq!(o.versions(), &[new.clone()]);
+        o.merge(&Object::new(
+            Uuid::default(),
+            "k".into(),
+            vec![closed.clone(), old],
+        ));
+        assert_eq!(o.versions(), &[closed, new.clone()]);
+        assert!(!o.versions().iter().any(ObjectVersion::is_open_multipart));
         assert_eq!(o.current(), Some(&new));
+        // Once the current version is a day newer, the tombstone is forgotten.
+        let later = ObjectVersion {
+            uuid: Uuid::from([4; 32]),
+            timestamp: 4 + ABORTED_TOMBSTONE_TTL_MS,
+            ..new
+        };
+        o.merge(&Object::new(
+            Uuid::default(),
+            "k".into(),
+            vec![later.clone()],
+        ));
+        assert_eq!(o.versions(), &[later]);
     }
 }

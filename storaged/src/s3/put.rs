@@ -116,6 +116,10 @@ pub(super) async fn abort_version(
         .await
     {
         tracing::warn!(error = %e, "could not abort failed upload");
+        return;
+    }
+    if let Err(e) = model.end_upload(uuid).await {
+        tracing::warn!(error = %e, "could not clear the in-flight marker");
     }
 }
 
@@ -218,6 +222,10 @@ pub(super) async fn put_object(
             },
         };
         model
+            .begin_upload(uuid, bucket.id, &key, timestamp)
+            .await
+            .s3()?;
+        model
             .objects
             .insert(&Object::new(bucket.id, key.clone(), vec![v]))
             .await
@@ -271,6 +279,9 @@ pub(super) async fn put_object(
         .insert(&Object::new(bucket.id, key, vec![v]))
         .await
         .s3()?;
+    if !small {
+        model.end_upload(uuid).await.s3()?;
+    }
 
     let mut out = PutObjectOutput {
         e_tag: Some(s3s::dto::ETag::Strong(etag)),
