@@ -2,7 +2,7 @@
 //!
 //! Like mini-redis' `Frame::check` before `Frame::parse`: [`check`] looks only at the
 //! bytes already buffered and says whether a whole frame is there, without allocating;
-//! [`parse`] then borrows the payload. The stream readers in [`super::stream`] use the
+//! [`parse`] then borrows the payload. The stream readers ([`super::FrameRecv`]) use the
 //! same [`decode_len`], so a length read off the wire is validated in one place before
 //! anything is allocated for it.
 
