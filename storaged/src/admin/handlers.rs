@@ -1,4 +1,11 @@
 //! `/v1/` routes.
+//!
+//! Handlers return `Result<Reply, Reply>`: the error side is the finished HTTP answer, so
+//! its size is that of a response by design.
+#![allow(
+    clippy::result_large_err,
+    reason = "the Err variant is the HTTP reply itself"
+)]
 
 use http::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -264,10 +271,10 @@ async fn find_key(state: &AdminState, id: &str) -> Result<Key, Reply> {
 /// A bucket by id, or by name when `id` is not a known id.
 async fn find_bucket(state: &AdminState, id: &str) -> Result<Bucket, Reply> {
     let m = &state.model;
-    if let Some(uuid) = Uuid::from_hex(id) {
-        if let Some(b) = m.bucket_by_id(&uuid).await.map_err(|e| from_error(&e))? {
-            return Ok(b);
-        }
+    if let Some(uuid) = Uuid::from_hex(id)
+        && let Some(b) = m.bucket_by_id(&uuid).await.map_err(|e| from_error(&e))?
+    {
+        return Ok(b);
     }
     m.bucket_by_name(id)
         .await

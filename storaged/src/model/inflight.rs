@@ -14,7 +14,10 @@ use crate::table::Db;
 use crate::util::encode::{decode, encode};
 use crate::util::id::Uuid;
 
-/// Version uuid → (bucket id, object key, version timestamp).
+/// What a marker records: (bucket id, object key, version timestamp).
+type Marker = (Uuid, String, u64);
+
+/// Version uuid → [`Marker`].
 const INFLIGHT: TableDefinition<'static, &'static [u8], &'static [u8]> =
     TableDefinition::new("inflight_uploads_v1");
 
@@ -60,20 +63,19 @@ impl Model {
     /// Aborts every upload a previous run of this node left unfinished; returns how many.
     pub async fn abort_interrupted_uploads(&self) -> Result<usize> {
         let db = self.db.clone();
-        let markers =
-            tokio::task::spawn_blocking(move || -> Result<Vec<(Uuid, (Uuid, String, u64))>> {
-                let txn = db.begin_read()?;
-                let t = txn.open_table(INFLIGHT)?;
-                let mut out = Vec::new();
-                for item in t.iter()? {
-                    let (k, v) = item?;
-                    if let Ok(id) = <[u8; 32]>::try_from(k.value()) {
-                        out.push((Uuid::from(id), decode(v.value())?));
-                    }
+        let markers = tokio::task::spawn_blocking(move || -> Result<Vec<(Uuid, Marker)>> {
+            let txn = db.begin_read()?;
+            let t = txn.open_table(INFLIGHT)?;
+            let mut out = Vec::new();
+            for item in t.iter()? {
+                let (k, v) = item?;
+                if let Ok(id) = <[u8; 32]>::try_from(k.value()) {
+                    out.push((Uuid::from(id), decode(v.value())?));
                 }
-                Ok(out)
-            })
-            .await??;
+            }
+            Ok(out)
+        })
+        .await??;
         let mut aborted = 0;
         for (uuid, (bucket, key, timestamp)) in markers {
             let still_uploading = self.objects.get(&bucket, &key).await?.is_some_and(|o| {

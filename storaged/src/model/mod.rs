@@ -168,11 +168,11 @@ impl Model {
         let mut b = bucket.clone();
         b.deleted.0 = true;
         self.buckets.insert(&b).await?;
-        if let Some(mut alias) = self.aliases.get(&bucket.name.v, &EmptyKey).await? {
-            if alias.bucket_id.v == Some(bucket.id) {
-                alias.bucket_id.update(None);
-                self.aliases.insert(&alias).await?;
-            }
+        if let Some(mut alias) = self.aliases.get(&bucket.name.v, &EmptyKey).await?
+            && alias.bucket_id.v == Some(bucket.id)
+        {
+            alias.bucket_id.update(None);
+            self.aliases.insert(&alias).await?;
         }
         Ok(())
     }

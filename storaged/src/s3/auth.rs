@@ -46,15 +46,15 @@ pub(super) async fn signed_key<T>(
     let Some(creds) = &req.credentials else {
         return Err(s3_error!(AccessDenied, "anonymous access is not allowed"));
     };
-    if let Some(r) = &req.region {
-        if r.as_str() != region {
-            return Err(s3_error!(
-                AuthorizationHeaderMalformed,
-                "The authorization header is malformed; the region '{}' is wrong; expecting '{}'",
-                r.as_str(),
-                region
-            ));
-        }
+    if let Some(r) = &req.region
+        && r.as_str() != region
+    {
+        return Err(s3_error!(
+            AuthorizationHeaderMalformed,
+            "The authorization header is malformed; the region '{}' is wrong; expecting '{}'",
+            r.as_str(),
+            region
+        ));
     }
     let expires = req.uri.query().and_then(|q| {
         q.split('&')

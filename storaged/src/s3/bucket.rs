@@ -24,7 +24,6 @@ pub(super) async fn list_buckets(
                 name: Some(b.name.v.clone()),
                 creation_date: Some(ms_to_timestamp(b.created)),
                 bucket_region: Some(api.region.clone()),
-                ..Default::default()
             });
         }
     }
@@ -69,13 +68,13 @@ pub(super) async fn create_bucket(
         .create_bucket_configuration
         .as_ref()
         .and_then(|c| c.location_constraint.as_ref())
+        && !loc.as_str().is_empty()
+        && loc.as_str() != api.region
     {
-        if !loc.as_str().is_empty() && loc.as_str() != api.region {
-            return Err(s3_error!(
-                InvalidLocationConstraint,
-                "The specified location-constraint is not valid for this endpoint"
-            ));
-        }
+        return Err(s3_error!(
+            InvalidLocationConstraint,
+            "The specified location-constraint is not valid for this endpoint"
+        ));
     }
     api.model
         .create_bucket(name, Some(&key.key_id), QuotaSpec::default(), None)
@@ -83,7 +82,6 @@ pub(super) async fn create_bucket(
         .s3()?;
     Ok(S3Response::new(CreateBucketOutput {
         location: Some(format!("/{name}")),
-        ..Default::default()
     }))
 }
 

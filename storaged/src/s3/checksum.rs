@@ -172,13 +172,13 @@ impl Expected {
                 e.trailer = Some(t);
             }
         }
-        if e.algo.is_none() {
-            if let Some(h) = hint {
-                e.algo =
-                    Some(algo_from_name(h).ok_or_else(|| {
-                        s3_error!(InvalidRequest, "unsupported checksum algorithm")
-                    })?);
-            }
+        if e.algo.is_none()
+            && let Some(h) = hint
+        {
+            e.algo = Some(
+                algo_from_name(h)
+                    .ok_or_else(|| s3_error!(InvalidRequest, "unsupported checksum algorithm"))?,
+            );
         }
         Ok(e)
     }
@@ -190,18 +190,18 @@ impl Expected {
         computed: Option<&[u8]>,
         trailers: Option<&HeaderMap>,
     ) -> S3Result<()> {
-        if let (Some(name), Some(t)) = (&self.trailer, trailers) {
-            if let Some(v) = t.get(name.as_str()).and_then(|v| v.to_str().ok()) {
-                self.value = Some(v.trim().to_string());
-            }
+        if let (Some(name), Some(t)) = (&self.trailer, trailers)
+            && let Some(v) = t.get(name.as_str()).and_then(|v| v.to_str().ok())
+        {
+            self.value = Some(v.trim().to_string());
         }
-        if let (Some(expected), Some(computed)) = (&self.value, computed) {
-            if *expected != b64(computed) {
-                return Err(s3_error!(
-                    BadDigest,
-                    "The checksum you specified did not match the calculated checksum"
-                ));
-            }
+        if let (Some(expected), Some(computed)) = (&self.value, computed)
+            && *expected != b64(computed)
+        {
+            return Err(s3_error!(
+                BadDigest,
+                "The checksum you specified did not match the calculated checksum"
+            ));
         }
         Ok(())
     }

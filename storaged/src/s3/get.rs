@@ -84,22 +84,22 @@ impl Conditions<'_> {
                     "At least one of the pre-conditions you specified did not hold"
                 ));
             }
-        } else if let Some(t) = self.if_unmodified_since {
-            if lm > secs(t) {
-                return Err(s3_error!(
-                    PreconditionFailed,
-                    "At least one of the pre-conditions you specified did not hold"
-                ));
-            }
+        } else if let Some(t) = self.if_unmodified_since
+            && lm > secs(t)
+        {
+            return Err(s3_error!(
+                PreconditionFailed,
+                "At least one of the pre-conditions you specified did not hold"
+            ));
         }
         if let Some(c) = self.if_none_match {
             if etag_matches(c, &cur.meta.etag) {
                 return Err(not_modified());
             }
-        } else if let Some(t) = self.if_modified_since {
-            if lm <= secs(t) {
-                return Err(not_modified());
-            }
+        } else if let Some(t) = self.if_modified_since
+            && lm <= secs(t)
+        {
+            return Err(not_modified());
         }
         Ok(())
     }

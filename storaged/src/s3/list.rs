@@ -77,17 +77,17 @@ pub(super) async fn walk(
                 page.next = Some(cursor.clone());
                 break 'outer;
             }
-            if let Some(d) = delimiter {
-                if let Some(i) = obj.key[prefix.len()..].find(d) {
-                    let cp = obj.key[..prefix.len() + i + d.len()].to_string();
-                    let Some(after) = prefix_end(cp.as_bytes()) else {
-                        break 'outer;
-                    };
-                    page.last = Some(cp.clone());
-                    page.prefixes.push(cp);
-                    cursor = after;
-                    continue 'outer;
-                }
+            if let Some(d) = delimiter
+                && let Some(i) = obj.key[prefix.len()..].find(d)
+            {
+                let cp = obj.key[..prefix.len() + i + d.len()].to_string();
+                let Some(after) = prefix_end(cp.as_bytes()) else {
+                    break 'outer;
+                };
+                page.last = Some(cp.clone());
+                page.prefixes.push(cp);
+                cursor = after;
+                continue 'outer;
             }
             if let (Some(v), Some(meta)) = (obj.current(), obj.current().and_then(|v| v.meta())) {
                 page.objects.push(Listed {

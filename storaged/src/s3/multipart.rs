@@ -328,10 +328,10 @@ pub(super) async fn complete(
         if given.is_none() || given.as_deref() != part.etag.as_deref() {
             return Err(invalid());
         }
-        if let (Some(g), Some(c)) = (part_checksum_given(p), &part.checksum) {
-            if g != c.value {
-                return Err(invalid());
-            }
+        if let (Some(g), Some(c)) = (part_checksum_given(p), &part.checksum)
+            && g != c.value
+        {
+            return Err(invalid());
         }
         chosen.push((n, (*part).clone()));
     }
@@ -382,13 +382,14 @@ pub(super) async fn complete(
         sha256: i.checksum_sha256.clone(),
     }
     .single()?;
-    if let (Some((_, given)), Some(c)) = (&given_full, &checksum) {
-        if *given != c.value && c.kind == ChecksumKind::FullObject {
-            return Err(s3_error!(
-                BadDigest,
-                "The checksum you specified did not match the calculated checksum"
-            ));
-        }
+    if let (Some((_, given)), Some(c)) = (&given_full, &checksum)
+        && *given != c.value
+        && c.kind == ChecksumKind::FullObject
+    {
+        return Err(s3_error!(
+            BadDigest,
+            "The checksum you specified did not match the calculated checksum"
+        ));
     }
 
     // The final version lists the chosen parts' chunks and takes its own references.

@@ -81,10 +81,11 @@ pub(super) async fn check_quotas(
         return Ok(());
     }
     let c = model.counts(&bucket.id).await.s3()?;
-    if let Some(max) = q.max_objects {
-        if replacing.is_none() && u64::try_from(c.objects).unwrap_or(0) >= max {
-            return Err(quota_exceeded("Object quota is reached for this bucket"));
-        }
+    if let Some(max) = q.max_objects
+        && replacing.is_none()
+        && u64::try_from(c.objects).unwrap_or(0) >= max
+    {
+        return Err(quota_exceeded("Object quota is reached for this bucket"));
     }
     if let Some(max) = q.max_size {
         let used = u64::try_from(c.bytes)

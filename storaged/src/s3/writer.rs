@@ -169,10 +169,10 @@ pub(super) async fn store_body(
                 pos,
                 data,
             )));
-            if in_flight.len() >= IN_FLIGHT {
-                if let Some(done) = in_flight.next().await {
-                    blocks.push(done.map_err(|e| S3Error::internal_error(e))??);
-                }
+            if in_flight.len() >= IN_FLIGHT
+                && let Some(done) = in_flight.next().await
+            {
+                blocks.push(done.map_err(S3Error::internal_error)??);
             }
         }
         if chunk_done {
@@ -180,7 +180,7 @@ pub(super) async fn store_body(
         }
     }
     while let Some(done) = in_flight.next().await {
-        blocks.push(done.map_err(|e| S3Error::internal_error(e))??);
+        blocks.push(done.map_err(S3Error::internal_error)??);
     }
     Ok(Stored {
         size,
