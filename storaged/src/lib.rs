@@ -9,6 +9,7 @@
 //! | --- | --- |
 //! | [`util`] | ids, time, CRDT primitives, versioned record encoding |
 //! | [`config`] | `storaged.toml` + `STORAGED_*` overrides, validated with errors naming the field |
+//! | [`layout`] | zones, capacities, partition → nodes assignment, versioned layout CRDT |
 //! | [`net`] | QUIC endpoints: node identity, cluster-secret authentication, framed requests and streams |
 //! | [`table`] | generic CRDT tables on redb: schema trait, merge-on-insert, update hooks, insert queue |
 //! | [`block`] | blake3-addressed chunk files, refcounts, GC |
@@ -30,6 +31,7 @@ pub mod cli;
 pub mod config;
 pub mod dev;
 pub mod error;
+pub mod layout;
 pub mod model;
 pub mod net;
 pub mod s3;

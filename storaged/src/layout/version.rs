@@ -1,0 +1,1 @@
+//! Versioned layout (placeholder while assign is measured).
