@@ -23,6 +23,7 @@ mod flow;
 pub mod version;
 
 pub use assign::{AssignParams, Assignment, assign};
+pub use version::{ClusterLayout, LayoutChange, LayoutVersion, Preview, Staging};
 
 use serde::{Deserialize, Serialize};
 
