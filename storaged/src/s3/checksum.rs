@@ -79,6 +79,40 @@ pub(super) fn algo_name(algo: ChecksumAlgo) -> &'static str {
     }
 }
 
+/// The five `checksum_*` fields of any S3 input (or completed part), as [`Fields`].
+macro_rules! fields_of {
+    ($x:expr) => {
+        $crate::s3::checksum::Fields {
+            crc32: $x.checksum_crc32.clone(),
+            crc32c: $x.checksum_crc32c.clone(),
+            crc64nvme: $x.checksum_crc64nvme.clone(),
+            sha1: $x.checksum_sha1.clone(),
+            sha256: $x.checksum_sha256.clone(),
+        }
+    };
+}
+
+/// An S3 output struct literal with its five `checksum_*` fields taken from a [`Fields`]
+/// and the rest defaulted.
+macro_rules! with_checksums {
+    ($ty:ident { $($field:ident : $value:expr),* $(,)? }, $fields:expr) => {{
+        let f: $crate::s3::checksum::Fields = $fields;
+        #[allow(clippy::needless_update, reason = "some outputs have no other field")]
+        let out = $ty {
+            $($field: $value,)*
+            checksum_crc32: f.crc32,
+            checksum_crc32c: f.crc32c,
+            checksum_crc64nvme: f.crc64nvme,
+            checksum_sha1: f.sha1,
+            checksum_sha256: f.sha256,
+            ..Default::default()
+        };
+        out
+    }};
+}
+
+pub(super) use {fields_of, with_checksums};
+
 /// The five checksum value fields every S3 input and output carries.
 #[derive(Default, Clone)]
 pub(super) struct Fields {

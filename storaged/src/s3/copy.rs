@@ -6,7 +6,7 @@ use s3s::{S3Request, S3Response, S3Result, s3_error};
 
 use super::S3Api;
 use super::auth::{Need, bucket_for};
-use super::checksum::{Expected, Fields};
+use super::checksum::{self, Expected, Fields};
 use super::error::OrS3;
 use super::get::{Conditions, Current, body_stream, current};
 use super::multipart::{check_part_number, open_upload, store_part};
@@ -122,19 +122,17 @@ pub(super) async fn copy_object(
         .s3()?;
     let f = meta.checksum.as_ref().map(Fields::of).unwrap_or_default();
     Ok(S3Response::new(CopyObjectOutput {
-        copy_object_result: Some(CopyObjectResult {
-            e_tag: Some(ETag::Strong(meta.etag.clone())),
-            last_modified: Some(super::get::ms_to_timestamp(timestamp)),
-            checksum_crc32: f.crc32,
-            checksum_crc32c: f.crc32c,
-            checksum_crc64nvme: f.crc64nvme,
-            checksum_sha1: f.sha1,
-            checksum_sha256: f.sha256,
-            checksum_type: meta
-                .checksum
-                .as_ref()
-                .map(|c| ChecksumType::from_static(Fields::kind_name(c))),
-        }),
+        copy_object_result: Some(checksum::with_checksums!(
+            CopyObjectResult {
+                e_tag: Some(ETag::Strong(meta.etag.clone())),
+                last_modified: Some(super::get::ms_to_timestamp(timestamp)),
+                checksum_type: meta
+                    .checksum
+                    .as_ref()
+                    .map(|c| ChecksumType::from_static(Fields::kind_name(c))),
+            },
+            f
+        )),
         ..Default::default()
     }))
 }

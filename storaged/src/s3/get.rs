@@ -294,104 +294,74 @@ fn expires_of(meta: &ObjectMeta) -> Option<Timestamp> {
         .and_then(|e| Timestamp::parse(s3s::dto::TimestampFormat::HttpDate, e).ok())
 }
 
+/// What GET and HEAD share: read access, the current version, its conditions, and the
+/// range or part asked for.
+macro_rules! resolve_read {
+    ($api:expr, $req:expr) => {{
+        let input = &$req.input;
+        let (bucket, _) = bucket_for($api, &$req, &input.bucket, Need::Read).await?;
+        let cur = current(&$api.model, bucket.id, &input.key).await?;
+        Conditions {
+            if_match: input.if_match.as_ref(),
+            if_none_match: input.if_none_match.as_ref(),
+            if_modified_since: input.if_modified_since.as_ref(),
+            if_unmodified_since: input.if_unmodified_since.as_ref(),
+        }
+        .check(&cur, not_modified)?;
+        let c = resolve_range(
+            &$api.model,
+            &cur,
+            input.range.as_ref(),
+            input.part_number,
+            input.checksum_mode.as_ref(),
+        )
+        .await?;
+        (cur, c)
+    }};
+}
+
+/// The headers GET and HEAD return, in either output type.
+macro_rules! object_output {
+    ($ty:ident, $cur:expr, $c:expr $(, $field:ident : $value:expr)*) => {{
+        let m = &$cur.meta;
+        super::checksum::with_checksums!(
+            $ty {
+                $($field: $value,)*
+                accept_ranges: Some("bytes".into()),
+                content_length: i64::try_from($c.range.end - $c.range.start).ok(),
+                content_range: $c.content_range,
+                parts_count: $c.parts_count,
+                e_tag: Some(ETag::Strong(m.etag.clone())),
+                last_modified: Some($cur.last_modified()),
+                content_type: Some(content_type(m)),
+                content_encoding: m.headers.content_encoding.clone(),
+                content_disposition: m.headers.content_disposition.clone(),
+                content_language: m.headers.content_language.clone(),
+                cache_control: m.headers.cache_control.clone(),
+                expires: expires_of(m),
+                metadata: metadata_of(m),
+                checksum_type: $c.checksum_type.map(s3s::dto::ChecksumType::from),
+            },
+            $c.checksum.unwrap_or_default()
+        )
+    }};
+}
+
 pub(super) async fn get_object(
     api: &S3Api,
     req: S3Request<GetObjectInput>,
 ) -> S3Result<S3Response<GetObjectOutput>> {
-    let model = &api.model;
-    let input = &req.input;
-    let (bucket, _) = bucket_for(api, &req, &input.bucket, Need::Read).await?;
-    let cur = current(model, bucket.id, &input.key).await?;
-    Conditions {
-        if_match: input.if_match.as_ref(),
-        if_none_match: input.if_none_match.as_ref(),
-        if_modified_since: input.if_modified_since.as_ref(),
-        if_unmodified_since: input.if_unmodified_since.as_ref(),
-    }
-    .check(&cur, not_modified)?;
-    let c = resolve_range(
-        model,
-        &cur,
-        input.range.as_ref(),
-        input.part_number,
-        input.checksum_mode.as_ref(),
-    )
-    .await?;
-    let body = body_stream(model, &cur, c.range.clone()).await?;
-    let m = &cur.meta;
-    let f = c.checksum.unwrap_or_default();
-    let out = GetObjectOutput {
-        body: Some(body),
-        accept_ranges: Some("bytes".into()),
-        content_length: i64::try_from(c.range.end - c.range.start).ok(),
-        content_range: c.content_range,
-        parts_count: c.parts_count,
-        e_tag: Some(ETag::Strong(m.etag.clone())),
-        last_modified: Some(cur.last_modified()),
-        content_type: Some(content_type(m)),
-        content_encoding: m.headers.content_encoding.clone(),
-        content_disposition: m.headers.content_disposition.clone(),
-        content_language: m.headers.content_language.clone(),
-        cache_control: m.headers.cache_control.clone(),
-        expires: expires_of(m),
-        metadata: metadata_of(m),
-        checksum_crc32: f.crc32,
-        checksum_crc32c: f.crc32c,
-        checksum_crc64nvme: f.crc64nvme,
-        checksum_sha1: f.sha1,
-        checksum_sha256: f.sha256,
-        checksum_type: c.checksum_type.map(s3s::dto::ChecksumType::from),
-        ..Default::default()
-    };
-    Ok(S3Response::new(out))
+    let (cur, c) = resolve_read!(api, req);
+    let body = body_stream(&api.model, &cur, c.range.clone()).await?;
+    Ok(S3Response::new(
+        object_output!(GetObjectOutput, cur, c, body: Some(body)),
+    ))
 }
 
 pub(super) async fn head_object(
     api: &S3Api,
     req: S3Request<HeadObjectInput>,
 ) -> S3Result<S3Response<HeadObjectOutput>> {
-    let model = &api.model;
-    let input = &req.input;
-    let (bucket, _) = bucket_for(api, &req, &input.bucket, Need::Read).await?;
-    let cur = current(model, bucket.id, &input.key).await?;
-    Conditions {
-        if_match: input.if_match.as_ref(),
-        if_none_match: input.if_none_match.as_ref(),
-        if_modified_since: input.if_modified_since.as_ref(),
-        if_unmodified_since: input.if_unmodified_since.as_ref(),
-    }
-    .check(&cur, not_modified)?;
-    let c = resolve_range(
-        model,
-        &cur,
-        input.range.as_ref(),
-        input.part_number,
-        input.checksum_mode.as_ref(),
-    )
-    .await?;
-    let m = &cur.meta;
-    let f = c.checksum.unwrap_or_default();
-    let out = HeadObjectOutput {
-        accept_ranges: Some("bytes".into()),
-        content_length: i64::try_from(c.range.end - c.range.start).ok(),
-        content_range: c.content_range,
-        parts_count: c.parts_count,
-        e_tag: Some(ETag::Strong(m.etag.clone())),
-        last_modified: Some(cur.last_modified()),
-        content_type: Some(content_type(m)),
-        content_encoding: m.headers.content_encoding.clone(),
-        content_disposition: m.headers.content_disposition.clone(),
-        content_language: m.headers.content_language.clone(),
-        cache_control: m.headers.cache_control.clone(),
-        expires: expires_of(m),
-        metadata: metadata_of(m),
-        checksum_crc32: f.crc32,
-        checksum_crc32c: f.crc32c,
-        checksum_crc64nvme: f.crc64nvme,
-        checksum_sha1: f.sha1,
-        checksum_sha256: f.sha256,
-        checksum_type: c.checksum_type.map(s3s::dto::ChecksumType::from),
-        ..Default::default()
-    };
-    Ok(S3Response::new(out))
+    let (cur, c) = resolve_read!(api, req);
+    Ok(S3Response::new(object_output!(HeadObjectOutput, cur, c)))
 }

@@ -229,13 +229,7 @@ pub(super) async fn upload_part(
     )
     .await?;
     let i = &req.input;
-    let fields = Fields {
-        crc32: i.checksum_crc32.clone(),
-        crc32c: i.checksum_crc32c.clone(),
-        crc64nvme: i.checksum_crc64nvme.clone(),
-        sha1: i.checksum_sha1.clone(),
-        sha256: i.checksum_sha256.clone(),
-    };
+    let fields = checksum::fields_of!(i);
     let expected = Expected::from_request(
         &req.headers,
         &fields,
@@ -254,29 +248,20 @@ pub(super) async fn upload_part(
     )
     .await?;
     let f = part.checksum.as_ref().map(Fields::of).unwrap_or_default();
-    Ok(S3Response::new(UploadPartOutput {
-        e_tag: part.etag.map(ETag::Strong),
-        checksum_crc32: f.crc32,
-        checksum_crc32c: f.crc32c,
-        checksum_crc64nvme: f.crc64nvme,
-        checksum_sha1: f.sha1,
-        checksum_sha256: f.sha256,
-        ..Default::default()
-    }))
+    Ok(S3Response::new(checksum::with_checksums!(
+        UploadPartOutput {
+            e_tag: part.etag.map(ETag::Strong),
+        },
+        f
+    )))
 }
 
 fn part_checksum_given(p: &CompletedPart) -> Option<String> {
-    Fields {
-        crc32: p.checksum_crc32.clone(),
-        crc32c: p.checksum_crc32c.clone(),
-        crc64nvme: p.checksum_crc64nvme.clone(),
-        sha1: p.checksum_sha1.clone(),
-        sha256: p.checksum_sha256.clone(),
-    }
-    .single()
-    .ok()
-    .flatten()
-    .map(|(_, v)| v)
+    checksum::fields_of!(p)
+        .single()
+        .ok()
+        .flatten()
+        .map(|(_, v)| v)
 }
 
 pub(super) async fn complete(
@@ -374,14 +359,7 @@ pub(super) async fn complete(
         };
         Some(StoredChecksum { algo, value, kind })
     });
-    let given_full = Fields {
-        crc32: i.checksum_crc32.clone(),
-        crc32c: i.checksum_crc32c.clone(),
-        crc64nvme: i.checksum_crc64nvme.clone(),
-        sha1: i.checksum_sha1.clone(),
-        sha256: i.checksum_sha256.clone(),
-    }
-    .single()?;
+    let given_full = checksum::fields_of!(i).single()?;
     if let (Some((_, given)), Some(c)) = (&given_full, &checksum)
         && *given != c.value
         && c.kind == ChecksumKind::FullObject
@@ -457,21 +435,18 @@ pub(super) async fn complete(
     model.mpus.insert(&finished).await.s3()?;
 
     let f = checksum.as_ref().map(Fields::of).unwrap_or_default();
-    Ok(S3Response::new(CompleteMultipartUploadOutput {
-        bucket: Some(i.bucket.clone()),
-        key: Some(i.key.clone()),
-        e_tag: Some(ETag::Strong(etag)),
-        location: Some(format!("/{}/{}", i.bucket, i.key)),
-        checksum_crc32: f.crc32,
-        checksum_crc32c: f.crc32c,
-        checksum_crc64nvme: f.crc64nvme,
-        checksum_sha1: f.sha1,
-        checksum_sha256: f.sha256,
-        checksum_type: checksum
-            .as_ref()
-            .map(|c| ChecksumType::from_static(Fields::kind_name(c))),
-        ..Default::default()
-    }))
+    Ok(S3Response::new(checksum::with_checksums!(
+        CompleteMultipartUploadOutput {
+            bucket: Some(i.bucket.clone()),
+            key: Some(i.key.clone()),
+            e_tag: Some(ETag::Strong(etag)),
+            location: Some(format!("/{}/{}", i.bucket, i.key)),
+            checksum_type: checksum
+                .as_ref()
+                .map(|c| ChecksumType::from_static(Fields::kind_name(c))),
+        },
+        f
+    )))
 }
 
 pub(super) async fn abort(
@@ -522,17 +497,15 @@ pub(super) async fn list_parts(
         .take(max)
         .map(|(n, (pk, p))| {
             let f = p.checksum.as_ref().map(Fields::of).unwrap_or_default();
-            Part {
-                part_number: i32::try_from(*n).ok(),
-                e_tag: p.etag.clone().map(ETag::Strong),
-                size: p.size.and_then(|s| i64::try_from(s).ok()),
-                last_modified: Some(ms_to_timestamp(pk.timestamp)),
-                checksum_crc32: f.crc32,
-                checksum_crc32c: f.crc32c,
-                checksum_crc64nvme: f.crc64nvme,
-                checksum_sha1: f.sha1,
-                checksum_sha256: f.sha256,
-            }
+            checksum::with_checksums!(
+                Part {
+                    part_number: i32::try_from(*n).ok(),
+                    e_tag: p.etag.clone().map(ETag::Strong),
+                    size: p.size.and_then(|s| i64::try_from(s).ok()),
+                    last_modified: Some(ms_to_timestamp(pk.timestamp)),
+                },
+                f
+            )
         })
         .collect();
     let next = if truncated {

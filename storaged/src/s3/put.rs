@@ -184,13 +184,7 @@ pub(super) async fn put_object(
         .map(|m| m.size);
     check_quotas(model, &bucket, declared, replacing).await?;
     let input = &req.input;
-    let fields = Fields {
-        crc32: input.checksum_crc32.clone(),
-        crc32c: input.checksum_crc32c.clone(),
-        crc64nvme: input.checksum_crc64nvme.clone(),
-        sha1: input.checksum_sha1.clone(),
-        sha256: input.checksum_sha256.clone(),
-    };
+    let fields = checksum::fields_of!(input);
     let mut expected = Expected::from_request(
         &req.headers,
         &fields,
@@ -284,18 +278,14 @@ pub(super) async fn put_object(
         model.end_upload(uuid).await.s3()?;
     }
 
-    let mut out = PutObjectOutput {
-        e_tag: Some(s3s::dto::ETag::Strong(etag)),
-        ..Default::default()
-    };
-    if let Some(c) = &checksum {
-        let f = Fields::of(c);
-        out.checksum_crc32 = f.crc32;
-        out.checksum_crc32c = f.crc32c;
-        out.checksum_crc64nvme = f.crc64nvme;
-        out.checksum_sha1 = f.sha1;
-        out.checksum_sha256 = f.sha256;
-        out.checksum_type = Some(s3s::dto::ChecksumType::from_static(Fields::kind_name(c)));
-    }
+    let out = checksum::with_checksums!(
+        PutObjectOutput {
+            e_tag: Some(s3s::dto::ETag::Strong(etag)),
+            checksum_type: checksum
+                .as_ref()
+                .map(|c| s3s::dto::ChecksumType::from_static(Fields::kind_name(c))),
+        },
+        checksum.as_ref().map(Fields::of).unwrap_or_default()
+    );
     Ok(S3Response::new(out))
 }
