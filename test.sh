@@ -36,6 +36,9 @@ cargo build --release --locked --workspace --all-targets
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
+echo "== cargo clippy (warnings are errors)"
+cargo clippy --release --locked --workspace --all-targets -- -D warnings
+
 echo "== Rust tests"
 cargo test --release --locked --workspace
 
