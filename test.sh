@@ -15,10 +15,10 @@ if [ ! -f "$stamp" ]; then
   echo "== installing Python test tools into $VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip
-  for r in "${REQS[@]}"; do "$VENV/bin/pip" install -q -r "$r"; done
+  "$VENV/bin/pip" install -q -r e2e/requirements.txt
   if [ -f e2e/operator/requirements.txt ]; then
     # helm-sdkpy declares a newer Python than it needs; the Helm engine it wraps runs here.
-    "$VENV/bin/pip" install -q --ignore-requires-python helm-sdkpy
+    "$VENV/bin/pip" install -q --ignore-requires-python -r e2e/operator/requirements.txt
   fi
   touch "$stamp"
 fi
