@@ -372,3 +372,27 @@ def test_quota_max_size(dev_cfg, cli, s3):
         from storaged_proc import empty_and_delete_bucket
 
         empty_and_delete_bucket(s3, bname)
+
+
+def test_force_delete_and_owner_tag_release(dev_cfg, cli, s3):
+    """The operator's deletion policies: a non-empty bucket is only deleted with force, and
+    an empty owner tag releases a bucket."""
+    bname = unique_bucket_name("force")
+    created = admin(dev_cfg, "POST", "/v1/buckets", {"name": bname, "owner_tag": "uid-1"}).json()
+    assert created["owner_tag"] == "uid-1", created
+    cli.run(dev_cfg, "bucket", "allow", bname, "--key", dev_cfg.access_key, "--read", "--write")
+    s3.put_object(Bucket=bname, Key="small", Body=b"x")
+    s3.put_object(Bucket=bname, Key="big", Body=b"y" * (200 * 1024))
+    s3.create_multipart_upload(Bucket=bname, Key="pending")
+
+    r = admin(dev_cfg, "POST", f"/v1/buckets/{created['id']}", {"owner_tag": ""})
+    assert r.status_code == 200 and r.json().get("owner_tag") is None, r.text
+
+    r = admin(dev_cfg, "DELETE", f"/v1/buckets/{created['id']}")
+    assert r.status_code == 409 and r.json()["code"] == "BucketNotEmpty", r.text
+    assert s3.get_object(Bucket=bname, Key="small")["Body"].read() == b"x", "refusal kept data"
+
+    r = admin(dev_cfg, "DELETE", f"/v1/buckets/{created['id']}", force="true")
+    assert r.status_code == 200, r.text
+    assert admin(dev_cfg, "GET", "/v1/buckets", name=bname).status_code == 404
+    expect_client_error(s3.head_bucket, 404, ("404", "NoSuchBucket"), Bucket=bname)

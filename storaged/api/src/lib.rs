@@ -28,11 +28,13 @@ pub mod paths {
     pub const STATUS: &str = "/v1/status";
     /// Cluster-wide replication health.
     pub const HEALTH_V1: &str = "/v1/health";
-    /// All access keys (GET, `?name=` lookup) and key creation (POST).
+    /// All access keys (GET; `?name=` filters the list, names are not unique) and key
+    /// creation (POST).
     pub const KEYS: &str = "/v1/keys";
     /// Import an existing key id + secret (recreate a lost Secret).
     pub const KEYS_IMPORT: &str = "/v1/keys/import";
-    /// All buckets (GET, `?name=` lookup) and bucket creation (POST).
+    /// All buckets (GET: a list of [`super::BucketSummary`]; `GET ?name=N` answers the one
+    /// [`super::BucketInfo`] of that global name, or 404) and bucket creation (POST).
     pub const BUCKETS: &str = "/v1/buckets";
     /// Grant permissions of a key on a bucket.
     pub const PERMISSIONS_ALLOW: &str = "/v1/permissions/allow";
@@ -53,7 +55,8 @@ pub mod paths {
         format!("{KEYS}/{access_key_id}")
     }
 
-    /// One bucket, by bucket id.
+    /// One bucket, by bucket id (or global name). `DELETE` refuses a non-empty bucket with
+    /// 409 `BucketNotEmpty` unless `?force=true`, which deletes its objects and uploads first.
     #[must_use]
     pub fn bucket(bucket_id: &str) -> String {
         format!("{BUCKETS}/{bucket_id}")
@@ -192,7 +195,7 @@ pub struct UpdateBucketRequest {
     /// Replace the quotas.
     #[serde(default)]
     pub quotas: Option<Quotas>,
-    /// Replace the owner tag.
+    /// Replace the owner tag; an empty string clears it (releases the bucket).
     #[serde(default)]
     pub owner_tag: Option<String>,
 }

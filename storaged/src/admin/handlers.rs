@@ -204,7 +204,8 @@ async fn dispatch(
                 b.quotas.update(quota_spec(q));
             }
             if let Some(t) = req.owner_tag {
-                b.owner_tag.update(Some(t));
+                // An empty tag releases the bucket.
+                b.owner_tag.update(Some(t).filter(|t| !t.is_empty()));
             }
             m.buckets.insert(&b).await.map_err(e)?;
             Ok(json(
@@ -214,6 +215,9 @@ async fn dispatch(
         }
         (&Method::DELETE, ["buckets", id]) => {
             let b = find_bucket(state, id).await?;
+            if query_param(query, "force").is_some_and(|v| v == "true") {
+                m.empty_bucket(&b).await.map_err(e)?;
+            }
             m.delete_bucket(&b).await.map_err(e)?;
             Ok(json(StatusCode::OK, &serde_json::json!({})))
         }

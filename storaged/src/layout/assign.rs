@@ -26,6 +26,10 @@
 //!    these costs is convex and smallest when nodes fill in proportion to their capacity;
 //!    all of it is worth less than one move, so balance only breaks ties between
 //!    assignments that move the same number of replicas.
+//! 4. **Diversity.** A small pseudo-random cost per (partition, node), worth less than one
+//!    step of balance, breaks the remaining ties so that each node shares partitions with
+//!    many different nodes. Without it, nodes pair up (A always with B), and a later change
+//!    must chain extra moves to respect the zone constraints.
 //!
 //! Consequence of that order: a node added to a zone that does not limit capacity may
 //! receive nothing (moving data to it would not add usable space); it fills when the layout
@@ -41,8 +45,9 @@ use serde::{Deserialize, Serialize};
 use super::flow::FlowGraph;
 use super::{LayoutError, N_PARTITIONS, NodeId, NodeRole};
 
-/// Granularity of the balance cost: fill ratios are compared to 1/`BALANCE_SCALE`. At least
-/// 256 so that two consecutive partitions on one node always differ in cost.
+/// Granularity of the balance cost: fill ratios are compared to 1/`BALANCE_SCALE`. Finer
+/// means more distinct path costs, hence more phases of the minimum-cost flow; 1/64 keeps
+/// nodes within a few partitions of their proportional share.
 const BALANCE_SCALE: u64 = 64;
 
 /// What the assignment must guarantee, besides the roles.

@@ -275,9 +275,13 @@ impl ClusterLayout {
             }
             LayoutChange::ZoneRedundancy(zr) => {
                 if zr == Some(0) {
+                    let zones: std::collections::BTreeSet<&str> = (self.current.roles.values())
+                        .filter(|r| r.capacity.is_some())
+                        .map(|r| r.zone.as_str())
+                        .collect();
                     return Err(LayoutError::ZoneRedundancyImpossible {
                         requested: 0,
-                        zones: 0,
+                        zones: zones.len(),
                         replication_factor: self.current.replication_factor,
                     });
                 }

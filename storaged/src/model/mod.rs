@@ -177,6 +177,52 @@ impl Model {
         Ok(())
     }
 
+    /// Deletes every object and open upload of a bucket (force deletion).
+    pub async fn empty_bucket(&self, bucket: &Bucket) -> Result<()> {
+        use object::{ObjectVersion, ObjectVersionData, ObjectVersionState};
+        let mut start = crate::table::RangeStart::First;
+        loop {
+            let batch = self
+                .objects
+                .get_range(&bucket.id, start.clone(), None, 256)
+                .await?;
+            let Some(last) = batch.last() else { break };
+            let mut next = last.key.as_bytes().to_vec();
+            next.push(0);
+            start = crate::table::RangeStart::From(next);
+            for obj in batch {
+                let mut closing: Vec<ObjectVersion> = obj
+                    .versions()
+                    .iter()
+                    .filter(|v| v.is_open_multipart())
+                    .map(|v| ObjectVersion {
+                        state: ObjectVersionState::Aborted,
+                        ..v.clone()
+                    })
+                    .collect();
+                for v in &closing {
+                    if let Some(mut mpu) = self.mpus.get(&v.uuid, &EmptyKey).await? {
+                        mpu.deleted.0 = true;
+                        self.mpus.insert(&mpu).await?;
+                    }
+                }
+                if obj.current().is_some() {
+                    closing.push(ObjectVersion {
+                        uuid: Uuid::random(),
+                        timestamp: crate::util::time::next_timestamp(obj.last_timestamp()),
+                        state: ObjectVersionState::Complete(ObjectVersionData::DeleteMarker),
+                    });
+                }
+                if !closing.is_empty() {
+                    self.objects
+                        .insert(&Object::new(bucket.id, obj.key.clone(), closing))
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The live access key `key_id`.
     pub async fn key(&self, key_id: &str) -> Result<Option<Key>> {
         Ok(self

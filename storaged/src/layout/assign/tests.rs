@@ -368,6 +368,18 @@ fn movement_report() {
         let moved = replicas_moved(&a0.partitions, &a1.partitions);
         add.push((moved, held(&a1, id(200))));
     }
+    for (n, zones) in [(12, 3), (30, 5), (60, 6)] {
+        let spec: Vec<_> = (0..n)
+            .map(|i| (i % zones, Some((1 + i as u64 % 4) * GB)))
+            .collect();
+        let t = std::time::Instant::now();
+        let a = assign(&cluster(&spec), params(3), None).unwrap();
+        println!(
+            "{n} nodes in {zones} zones, rf 3: assigned in {:?}, usable {} GiB",
+            t.elapsed(),
+            a.usable_capacity() / GB
+        );
+    }
     for (name, v) in [
         (
             "random add (extra = moved - replicas on the new node)",
