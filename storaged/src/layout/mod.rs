@@ -108,7 +108,7 @@ impl From<NodeRole> for storaged_api::NodeRole {
 /// Why a layout cannot be computed or changed; every variant names what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LayoutError {
-    /// The replication factor is zero or larger than the number of partitions' slots allow.
+    /// The replication factor is zero.
     #[error("replication factor {0} is invalid: it must be at least 1")]
     InvalidReplicationFactor(usize),
     /// Fewer storage nodes than copies of each partition.
