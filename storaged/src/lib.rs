@@ -11,6 +11,7 @@
 //! | [`config`] | `storaged.toml` + `STORAGED_*` overrides, validated with errors naming the field |
 //! | [`layout`] | zones, capacities, partition → nodes assignment, versioned layout CRDT |
 //! | [`net`] | QUIC endpoints: node identity, cluster-secret authentication, framed requests and streams |
+//! | [`rpc`] | typed messages over net; quorum calls |
 //! | [`table`] | generic CRDT tables on redb: schema trait, merge-on-insert, update hooks, insert queue |
 //! | [`block`] | blake3-addressed chunk files, refcounts, GC |
 //! | [`model`] | the object store's tables (buckets, aliases, keys, objects, versions, block refs, uploads) |
@@ -34,6 +35,7 @@ pub mod error;
 pub mod layout;
 pub mod model;
 pub mod net;
+pub mod rpc;
 pub mod s3;
 pub mod server;
 pub mod table;
