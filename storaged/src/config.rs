@@ -479,6 +479,21 @@ mod tests {
     }
 
     #[test]
+    fn documented_example_is_valid_and_complete() {
+        let text = include_str!("../../examples/storaged.toml");
+        let c = Config::from_toml_and_env(text, vec![]).expect("examples/storaged.toml is valid");
+        assert_eq!(c.s3_api.api_bind_addr.port(), 3900);
+        // Every overridable key is documented in the example (set or commented out).
+        for (section, key, _) in ENV_KEYS {
+            let needle = format!("{key} =");
+            assert!(
+                text.contains(&needle),
+                "examples/storaged.toml does not document {section}.{key}"
+            );
+        }
+    }
+
+    #[test]
     fn secret_files_are_read() {
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("secret");
