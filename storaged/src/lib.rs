@@ -12,6 +12,7 @@
 //! | [`layout`] | zones, capacities, partition → nodes assignment, versioned layout CRDT |
 //! | [`net`] | QUIC endpoints: node identity, cluster-secret authentication, framed requests and streams |
 //! | [`rpc`] | typed messages over net; quorum calls |
+//! | [`membership`] | peers, bootstrap and discovery, gossip, failure detection |
 //! | [`table`] | generic CRDT tables on redb: schema trait, merge-on-insert, update hooks, insert queue |
 //! | [`block`] | blake3-addressed chunk files, refcounts, GC |
 //! | [`model`] | the object store's tables (buckets, aliases, keys, objects, versions, block refs, uploads) |
@@ -33,6 +34,7 @@ pub mod config;
 pub mod dev;
 pub mod error;
 pub mod layout;
+pub mod membership;
 pub mod model;
 pub mod net;
 pub mod rpc;
