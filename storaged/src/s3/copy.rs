@@ -10,7 +10,7 @@ use super::checksum::{self, Expected, Fields};
 use super::error::OrS3;
 use super::get::{Conditions, Current, body_stream, current};
 use super::multipart::{check_part_number, open_upload, store_part};
-use super::put::{check_quotas, headers_from};
+use super::put::check_quotas;
 use crate::model::object::{ObjectVersion, ObjectVersionData, ObjectVersionState};
 use crate::model::{BlockRef, Object, Version};
 use crate::util::id::Uuid;
@@ -73,15 +73,7 @@ pub(super) async fn copy_object(
     check_quotas(model, &dst, cur.meta.size, replacing).await?;
     let mut meta = cur.meta.clone();
     if replace {
-        meta.headers = headers_from(
-            i.content_type.as_deref(),
-            i.content_encoding.as_deref(),
-            i.content_disposition.as_deref(),
-            i.content_language.as_deref(),
-            i.cache_control.as_deref(),
-            &req.headers,
-            i.metadata.as_ref(),
-        )?;
+        meta.headers = super::put::headers_of!(i, &req.headers)?;
     }
     let uuid = Uuid::random();
     let data = match &cur.version.state {

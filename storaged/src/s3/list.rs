@@ -106,6 +106,58 @@ pub(super) async fn walk(
     Ok(page)
 }
 
+/// A page of a listing with what both list versions render from it.
+struct Listing {
+    url: bool,
+    max: usize,
+    prefix: String,
+    page: Page,
+    objects: Vec<Object>,
+    prefixes: Vec<CommonPrefix>,
+}
+
+/// The arguments both list versions share.
+struct ListArgs<'a> {
+    bucket: &'a str,
+    encoding: Option<&'a EncodingType>,
+    max_keys: Option<i32>,
+    prefix: Option<&'a str>,
+    delimiter: Option<&'a str>,
+}
+
+/// Checks read access and the encoding / max-keys arguments, then walks the bucket from the
+/// start that `start` computes (v1 marker or v2 token / start-after).
+async fn listing<T>(
+    api: &S3Api,
+    req: &S3Request<T>,
+    args: ListArgs<'_>,
+    start: impl FnOnce() -> S3Result<Vec<u8>>,
+) -> S3Result<Listing> {
+    let (bucket, _) = bucket_for(api, req, args.bucket, Need::Read).await?;
+    let url = url_encoding(args.encoding)?;
+    let max = max_keys(args.max_keys)?;
+    let prefix = args.prefix.unwrap_or_default().to_string();
+    let page = walk(
+        &api.model,
+        bucket.id,
+        &prefix,
+        args.delimiter,
+        start()?,
+        max,
+    )
+    .await?;
+    let objects = contents(&page, url);
+    let prefixes = common_prefixes(&page, url);
+    Ok(Listing {
+        url,
+        max,
+        prefix,
+        page,
+        objects,
+        prefixes,
+    })
+}
+
 /// The smallest key strictly after `key`.
 fn after_key(key: &str) -> Vec<u8> {
     let mut k = key.as_bytes().to_vec();
@@ -184,47 +236,40 @@ pub(super) async fn list_objects_v2(
     req: S3Request<ListObjectsV2Input>,
 ) -> S3Result<S3Response<ListObjectsV2Output>> {
     let i = &req.input;
-    let (bucket, _) = bucket_for(api, &req, &i.bucket, Need::Read).await?;
-    let url = url_encoding(i.encoding_type.as_ref())?;
-    let max = max_keys(i.max_keys)?;
-    let prefix = i.prefix.clone().unwrap_or_default();
-    let start = match (&i.continuation_token, &i.start_after) {
+    let start = || match (&i.continuation_token, &i.start_after) {
         (Some(t), _) => B64URL.decode(t).map_err(|_| {
             s3_error!(
                 InvalidArgument,
                 "The continuation token provided is incorrect"
             )
-        })?,
-        (None, Some(sa)) => after_key(sa),
-        (None, None) => Vec::new(),
+        }),
+        (None, Some(sa)) => Ok(after_key(sa)),
+        (None, None) => Ok(Vec::new()),
     };
-    let page = walk(
-        &api.model,
-        bucket.id,
-        &prefix,
-        i.delimiter.as_deref(),
-        start,
-        max,
-    )
-    .await?;
-    let objects = contents(&page, url);
-    let prefixes = common_prefixes(&page, url);
-    let out = ListObjectsV2Output {
+    let args = ListArgs {
+        bucket: &i.bucket,
+        encoding: i.encoding_type.as_ref(),
+        max_keys: i.max_keys,
+        prefix: i.prefix.as_deref(),
+        delimiter: i.delimiter.as_deref(),
+    };
+    let l = listing(api, &req, args, start).await?;
+    let url = l.url;
+    Ok(S3Response::new(ListObjectsV2Output {
         name: Some(i.bucket.clone()),
-        prefix: Some(enc(url, &prefix)),
+        prefix: Some(enc(url, &l.prefix)),
         delimiter: i.delimiter.as_deref().map(|d| enc(url, d)),
-        max_keys: i32::try_from(max).ok(),
-        key_count: i32::try_from(objects.len() + prefixes.len()).ok(),
+        max_keys: i32::try_from(l.max).ok(),
+        key_count: i32::try_from(l.objects.len() + l.prefixes.len()).ok(),
         continuation_token: i.continuation_token.clone(),
-        next_continuation_token: page.next.as_ref().map(|n| B64URL.encode(n)),
-        is_truncated: Some(page.truncated),
+        next_continuation_token: l.page.next.as_ref().map(|n| B64URL.encode(n)),
+        is_truncated: Some(l.page.truncated),
         start_after: i.start_after.as_deref().map(|s| enc(url, s)),
         encoding_type: i.encoding_type.clone(),
-        contents: (!objects.is_empty()).then_some(objects),
-        common_prefixes: (!prefixes.is_empty()).then_some(prefixes),
+        contents: (!l.objects.is_empty()).then_some(l.objects),
+        common_prefixes: (!l.prefixes.is_empty()).then_some(l.prefixes),
         ..Default::default()
-    };
-    Ok(S3Response::new(out))
+    }))
 }
 
 pub(super) async fn list_objects(
@@ -232,49 +277,44 @@ pub(super) async fn list_objects(
     req: S3Request<ListObjectsInput>,
 ) -> S3Result<S3Response<ListObjectsOutput>> {
     let i = &req.input;
-    let (bucket, _) = bucket_for(api, &req, &i.bucket, Need::Read).await?;
-    let url = url_encoding(i.encoding_type.as_ref())?;
-    let max = max_keys(i.max_keys)?;
-    let prefix = i.prefix.clone().unwrap_or_default();
-    let start = match &i.marker {
-        // A marker that is a common prefix skips everything under it.
-        Some(m)
-            if i.delimiter
-                .as_deref()
-                .is_some_and(|d| !d.is_empty() && m.ends_with(d)) =>
-        {
-            prefix_end(m.as_bytes()).unwrap_or_else(|| after_key(m))
-        }
-        Some(m) => after_key(m),
-        None => Vec::new(),
+    let start = || {
+        Ok(match &i.marker {
+            // A marker that is a common prefix skips everything under it.
+            Some(m)
+                if i.delimiter
+                    .as_deref()
+                    .is_some_and(|d| !d.is_empty() && m.ends_with(d)) =>
+            {
+                prefix_end(m.as_bytes()).unwrap_or_else(|| after_key(m))
+            }
+            Some(m) => after_key(m),
+            None => Vec::new(),
+        })
     };
-    let page = walk(
-        &api.model,
-        bucket.id,
-        &prefix,
-        i.delimiter.as_deref(),
-        start,
-        max,
-    )
-    .await?;
-    let objects = contents(&page, url);
-    let prefixes = common_prefixes(&page, url);
-    let out = ListObjectsOutput {
+    let args = ListArgs {
+        bucket: &i.bucket,
+        encoding: i.encoding_type.as_ref(),
+        max_keys: i.max_keys,
+        prefix: i.prefix.as_deref(),
+        delimiter: i.delimiter.as_deref(),
+    };
+    let l = listing(api, &req, args, start).await?;
+    let url = l.url;
+    Ok(S3Response::new(ListObjectsOutput {
         name: Some(i.bucket.clone()),
-        prefix: Some(enc(url, &prefix)),
+        prefix: Some(enc(url, &l.prefix)),
         marker: Some(i.marker.as_deref().map(|m| enc(url, m)).unwrap_or_default()),
-        next_marker: if page.truncated {
-            page.last.as_deref().map(|l| enc(url, l))
+        next_marker: if l.page.truncated {
+            l.page.last.as_deref().map(|x| enc(url, x))
         } else {
             None
         },
         delimiter: i.delimiter.as_deref().map(|d| enc(url, d)),
-        max_keys: i32::try_from(max).ok(),
-        is_truncated: Some(page.truncated),
+        max_keys: i32::try_from(l.max).ok(),
+        is_truncated: Some(l.page.truncated),
         encoding_type: i.encoding_type.clone(),
-        contents: (!objects.is_empty()).then_some(objects),
-        common_prefixes: (!prefixes.is_empty()).then_some(prefixes),
+        contents: (!l.objects.is_empty()).then_some(l.objects),
+        common_prefixes: (!l.prefixes.is_empty()).then_some(l.prefixes),
         ..Default::default()
-    };
-    Ok(S3Response::new(out))
+    }))
 }

@@ -8,7 +8,7 @@ use super::auth::{Need, bucket_for};
 use super::checksum::{self, Expected, Fields};
 use super::error::OrS3;
 use super::get::ms_to_timestamp;
-use super::put::{check_quotas, headers_from, require_content_length};
+use super::put::{check_quotas, require_content_length};
 use super::writer::{Target, store_body};
 use crate::model::mpu::{MpuPart, PartKey};
 use crate::model::object::{
@@ -94,15 +94,7 @@ pub(super) async fn create(
             "The FULL_OBJECT checksum type cannot be used with the SHA1 or SHA256 algorithms."
         ));
     }
-    let headers = headers_from(
-        i.content_type.as_deref(),
-        i.content_encoding.as_deref(),
-        i.content_disposition.as_deref(),
-        i.content_language.as_deref(),
-        i.cache_control.as_deref(),
-        &req.headers,
-        i.metadata.as_ref(),
-    )?;
+    let headers = super::put::headers_of!(i, &req.headers)?;
     let existing = model.objects.get(&bucket.id, &i.key).await.s3()?;
     let timestamp = next_timestamp(existing.as_ref().map_or(0, Object::last_timestamp));
     let upload_id = Uuid::random();

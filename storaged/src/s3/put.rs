@@ -16,6 +16,22 @@ use crate::model::{Bucket, Model, Object};
 use crate::util::id::Uuid;
 use crate::util::time::next_timestamp;
 
+/// [`headers_from`] applied to any input with the usual header fields.
+macro_rules! headers_of {
+    ($i:expr, $req_headers:expr) => {
+        $crate::s3::put::headers_from(
+            $i.content_type.as_deref(),
+            $i.content_encoding.as_deref(),
+            $i.content_disposition.as_deref(),
+            $i.content_language.as_deref(),
+            $i.cache_control.as_deref(),
+            $req_headers,
+            $i.metadata.as_ref(),
+        )
+    };
+}
+pub(super) use headers_of;
+
 /// Most bytes of user metadata (names and values), as in S3.
 const MAX_USER_META: usize = 2048;
 
@@ -190,15 +206,7 @@ pub(super) async fn put_object(
         &fields,
         input.checksum_algorithm.as_ref().map(|a| a.as_str()),
     )?;
-    let headers = headers_from(
-        input.content_type.as_deref(),
-        input.content_encoding.as_deref(),
-        input.content_disposition.as_deref(),
-        input.content_language.as_deref(),
-        input.cache_control.as_deref(),
-        &req.headers,
-        input.metadata.as_ref(),
-    )?;
+    let headers = super::put::headers_of!(input, &req.headers)?;
 
     let timestamp = next_timestamp(existing.as_ref().map_or(0, Object::last_timestamp));
     let uuid = Uuid::random();
