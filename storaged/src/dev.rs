@@ -81,16 +81,10 @@ admin_token = "{token}"
     )
 }
 
-/// Writes `path` atomically: temp file, fsync, rename.
+/// Writes `path` atomically (see `util::fs`).
 fn write_atomic(path: &Path, content: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let tmp = path.with_extension("tmp");
-    let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(content.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    crate::util::fs::write_atomically(path, content.as_bytes(), 0o600)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 async fn wait_healthy(client: &AdminClient, child: &mut Child) -> anyhow::Result<()> {

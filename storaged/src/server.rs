@@ -34,9 +34,7 @@ fn node_id(config: &Config) -> Result<String> {
         _ => {
             std::fs::create_dir_all(&config.metadata_dir)?;
             let id = hex::encode(rand::random::<[u8; 32]>());
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, &id)?;
-            std::fs::rename(&tmp, &path)?;
+            crate::util::fs::write_atomically(&path, id.as_bytes(), 0o644)?;
             Ok(id)
         }
     }

@@ -8,7 +8,6 @@
 //! bootstrap rather than refusing to start.
 
 use std::fs;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -55,26 +54,7 @@ pub(super) fn to_bytes(list: &PeerList) -> Result<Vec<u8>, encode::EncodeError> 
 
 /// Writes `bytes` to `path` atomically. Blocking: call from `spawn_blocking`.
 pub(super) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = dir.join(tmp_name);
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    crate::util::fs::write_atomically(path, bytes, 0o644)
 }
 
 #[cfg(test)]

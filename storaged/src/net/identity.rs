@@ -8,9 +8,7 @@
 //! identity would look like a new node to the whole cluster.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rcgen::{KeyPair, PKCS_ED25519};
 
@@ -51,12 +49,11 @@ impl NodeKey {
                     path: path.to_owned(),
                     why: format!("cannot generate an ed25519 key: {e}"),
                 })?;
-                write_atomically(path, key.serialize_pem().as_bytes()).map_err(|source| {
-                    NetError::KeyFile {
+                crate::util::fs::write_atomically(path, key.serialize_pem().as_bytes(), 0o600)
+                    .map_err(|source| NetError::KeyFile {
                         path: path.to_owned(),
                         source,
-                    }
-                })?;
+                    })?;
                 tracing::info!(path = %path.display(), "generated a new node key");
                 Self::from_key_pair(key).map_err(|why| NetError::NodeKey {
                     path: path.to_owned(),
@@ -98,36 +95,6 @@ impl NodeKey {
     pub(super) fn key_pair(&self) -> &KeyPair {
         &self.key
     }
-}
-
-/// Writes `data` to `path` so that readers see either nothing or all of it: temp file,
-/// fsync, rename, fsync of the directory. Mode 0600 from creation (it is a private key).
-fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    fs::create_dir_all(&dir)?;
-    let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
-    tmp_name.push(format!(".tmp.{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        fs::File::open(&dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 #[cfg(test)]

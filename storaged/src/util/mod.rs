@@ -2,5 +2,6 @@
 
 pub mod crdt;
 pub mod encode;
+pub mod fs;
 pub mod id;
 pub mod time;
