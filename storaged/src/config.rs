@@ -155,6 +155,18 @@ pub struct BackgroundConfig {
     /// How often the chunk GC looks for expired chunks (seconds).
     #[serde(default = "default_gc_interval")]
     pub gc_interval_secs: u64,
+    /// How often each peer is pinged (milliseconds).
+    #[serde(default = "default_ping_interval")]
+    pub ping_interval_ms: u64,
+    /// How long a ping may take before it counts as missed (milliseconds).
+    #[serde(default = "default_ping_interval")]
+    pub ping_timeout_ms: u64,
+    /// Missed pings in a row before a peer is considered down.
+    #[serde(default = "default_failures_before_down")]
+    pub failures_before_down: u32,
+    /// How often DNS names in `bootstrap_peers` are resolved again (seconds).
+    #[serde(default = "default_dns_refresh")]
+    pub dns_refresh_secs: u64,
 }
 
 impl Default for BackgroundConfig {
@@ -162,6 +174,10 @@ impl Default for BackgroundConfig {
         Self {
             block_gc_delay_secs: default_block_gc_delay(),
             gc_interval_secs: default_gc_interval(),
+            ping_interval_ms: default_ping_interval(),
+            ping_timeout_ms: default_ping_interval(),
+            failures_before_down: default_failures_before_down(),
+            dns_refresh_secs: default_dns_refresh(),
         }
     }
 }
@@ -222,6 +238,15 @@ fn default_block_gc_delay() -> u64 {
 fn default_gc_interval() -> u64 {
     60
 }
+fn default_ping_interval() -> u64 {
+    5000
+}
+fn default_failures_before_down() -> u32 {
+    3
+}
+fn default_dns_refresh() -> u64 {
+    60
+}
 fn default_max_connections() -> usize {
     1024
 }
@@ -263,6 +288,10 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("admin", "metrics_token_file", Kind::Str),
     ("background", "block_gc_delay_secs", Kind::Int),
     ("background", "gc_interval_secs", Kind::Int),
+    ("background", "ping_interval_ms", Kind::Int),
+    ("background", "ping_timeout_ms", Kind::Int),
+    ("background", "failures_before_down", Kind::Int),
+    ("background", "dns_refresh_secs", Kind::Int),
     ("limits", "max_connections", Kind::Int),
     ("limits", "header_read_timeout_secs", Kind::Int),
 ];
@@ -277,6 +306,17 @@ fn env_name(section: &str, key: &str) -> String {
 }
 
 impl Config {
+    /// The cluster secret as bytes (validated at load time: 64 hex characters).
+    #[must_use]
+    pub fn rpc_secret_bytes(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        if let Some(s) = &self.rpc_secret {
+            // Validated in `validate`; a malformed secret cannot reach here.
+            let _ = hex::decode_to_slice(s, &mut out);
+        }
+        out
+    }
+
     /// Reads `path`, applies the environment overrides, resolves `*_file` secrets, validates.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
@@ -388,6 +428,13 @@ impl Config {
         }
         if self.s3_api.s3_region.is_empty() {
             return bad("s3_api.s3_region", "must not be empty");
+        }
+        let b = &self.background;
+        if b.ping_interval_ms == 0 || b.ping_timeout_ms == 0 || b.failures_before_down == 0 {
+            return bad(
+                "background.ping_interval_ms / ping_timeout_ms / failures_before_down",
+                "must be at least 1",
+            );
         }
         if self.limits.max_connections == 0 {
             return bad("limits.max_connections", "must be at least 1");

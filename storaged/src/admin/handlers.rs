@@ -80,7 +80,7 @@ async fn dispatch(
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(2).collect();
     match (method, segments.as_slice()) {
         (&Method::GET, ["status"]) => Ok(json(StatusCode::OK, &status(state))),
-        (&Method::GET, ["health"]) => Ok(json(StatusCode::OK, &health())),
+        (&Method::GET, ["health"]) => Ok(json(StatusCode::OK, &health(state))),
         (_, ["layout", ..]) => Err(error(
             StatusCode::NOT_IMPLEMENTED,
             "NotImplemented",
@@ -342,33 +342,44 @@ async fn bucket_info(state: &AdminState, b: &Bucket) -> crate::Result<api::Bucke
 }
 
 fn status(state: &AdminState) -> api::ClusterStatus {
-    let c = &state.config;
-    let node = api::NodeInfo {
-        node_id: state.node_id.clone(),
-        hostname: hostname(),
-        zone: c.zone.clone(),
-        rpc_addr: Some(
-            c.rpc_public_addr
-                .clone()
-                .unwrap_or_else(|| c.rpc_bind_addr.to_string()),
-        ),
-        is_up: true,
-        role: None,
-        version: env!("CARGO_PKG_VERSION").to_string(),
-    };
+    let nodes = state
+        .membership
+        .nodes()
+        .into_iter()
+        .map(|n| api::NodeInfo {
+            node_id: n.id.to_hex(),
+            hostname: n
+                .info
+                .as_ref()
+                .map(|i| i.hostname.clone())
+                .unwrap_or_default(),
+            zone: n.info.as_ref().and_then(|i| i.zone.clone()),
+            rpc_addr: n.addresses.first().map(ToString::to_string),
+            is_up: n.is_up,
+            role: None,
+            version: if n.is_self {
+                env!("CARGO_PKG_VERSION").to_string()
+            } else {
+                String::new()
+            },
+        })
+        .collect();
     api::ClusterStatus {
         node_id: state.node_id.clone(),
         layout_version: 0,
-        nodes: vec![node],
+        nodes,
     }
 }
 
-/// A single node holds every partition itself.
-fn health() -> api::ClusterHealth {
+/// Until layouts are applied, every node holds its own data: a node alone is fully
+/// replicated.
+fn health(state: &AdminState) -> api::ClusterHealth {
+    let nodes = state.membership.nodes();
+    let up = nodes.iter().filter(|n| n.is_up).count() as u64;
     api::ClusterHealth {
         status: api::HealthStatus::Healthy,
-        known_nodes: 1,
-        connected_nodes: 1,
+        known_nodes: nodes.len() as u64,
+        connected_nodes: up,
         storage_nodes: 1,
         storage_nodes_up: 1,
         partitions: 256,
@@ -376,11 +387,4 @@ fn health() -> api::ClusterHealth {
         partitions_all_ok: 256,
         partitions_not_fully_replicated: 0,
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_default()
 }

@@ -30,6 +30,8 @@ pub struct AdminState {
     pub metrics: Arc<metrics::Metrics>,
     /// This node's id.
     pub node_id: String,
+    /// The peers this node knows.
+    pub membership: crate::membership::Membership,
 }
 
 /// An admin API answer.
