@@ -155,6 +155,12 @@ pub struct BackgroundConfig {
     /// How often the chunk GC looks for expired chunks (seconds).
     #[serde(default = "default_gc_interval")]
     pub gc_interval_secs: u64,
+    /// Seconds between scrub passes that re-verify every stored chunk.
+    #[serde(default = "default_scrub_interval")]
+    pub scrub_interval_secs: u64,
+    /// Milliseconds the scrub pauses between chunks (keeps it gentle on small machines).
+    #[serde(default = "default_scrub_pause")]
+    pub scrub_pause_ms: u64,
     /// How often each peer is pinged (milliseconds).
     #[serde(default = "default_ping_interval")]
     pub ping_interval_ms: u64,
@@ -174,6 +180,8 @@ impl Default for BackgroundConfig {
         Self {
             block_gc_delay_secs: default_block_gc_delay(),
             gc_interval_secs: default_gc_interval(),
+            scrub_interval_secs: default_scrub_interval(),
+            scrub_pause_ms: default_scrub_pause(),
             ping_interval_ms: default_ping_interval(),
             ping_timeout_ms: default_ping_interval(),
             failures_before_down: default_failures_before_down(),
@@ -238,6 +246,12 @@ fn default_block_gc_delay() -> u64 {
 fn default_gc_interval() -> u64 {
     60
 }
+fn default_scrub_interval() -> u64 {
+    7 * 24 * 3600
+}
+fn default_scrub_pause() -> u64 {
+    10
+}
 fn default_ping_interval() -> u64 {
     5000
 }
@@ -288,6 +302,8 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("admin", "metrics_token_file", Kind::Str),
     ("background", "block_gc_delay_secs", Kind::Int),
     ("background", "gc_interval_secs", Kind::Int),
+    ("background", "scrub_interval_secs", Kind::Int),
+    ("background", "scrub_pause_ms", Kind::Int),
     ("background", "ping_interval_ms", Kind::Int),
     ("background", "ping_timeout_ms", Kind::Int),
     ("background", "failures_before_down", Kind::Int),
@@ -430,6 +446,9 @@ impl Config {
             return bad("s3_api.s3_region", "must not be empty");
         }
         let b = &self.background;
+        if b.scrub_interval_secs == 0 {
+            return bad("background.scrub_interval_secs", "must be at least 1");
+        }
         if b.ping_interval_ms == 0 || b.ping_timeout_ms == 0 || b.failures_before_down == 0 {
             return bad(
                 "background.ping_interval_ms / ping_timeout_ms / failures_before_down",

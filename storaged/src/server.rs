@@ -191,6 +191,11 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<()> {
         Duration::from_secs(config.background.gc_interval_secs.max(1)),
         shutdown_rx.clone(),
     ));
+    tokio::spawn(Arc::clone(&model.blocks).run_scrub_worker(
+        Duration::from_secs(config.background.scrub_interval_secs),
+        Duration::from_millis(config.background.scrub_pause_ms),
+        shutdown_rx.clone(),
+    ));
     let metrics = Arc::new(Metrics::new());
     let cleanup = Arc::clone(&model);
     tokio::spawn(async move {

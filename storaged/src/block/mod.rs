@@ -15,6 +15,7 @@
 //! a whole one (stray `.tmp.` files are ignored and can be removed).
 
 mod rc;
+mod scrub;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 pub use rc::{decref, incref};
+pub use scrub::ScrubReport;
 
 use crate::error::{Error, Result};
 use crate::table::Db;
