@@ -7,13 +7,12 @@ use std::time::Duration;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
 use storaged_api::{
     BucketInfo, CreateBucketRequest, PermissionRequest, Permissions, Quotas, UpdateBucketRequest,
 };
 
-use crate::context::{Context, field_manager, object_key};
+use crate::context::{Context, field_manager};
 use crate::crd::common::{condition, make_condition};
 use crate::crd::{Bucket, BucketStatus, DeletionPolicy};
 use crate::credentials::{self, ClusterAccess};
@@ -34,34 +33,27 @@ pub const REASON_NAME_TAKEN: &str = "BucketNameTaken";
 /// `Ready=False` reason when deletion is refused because the bucket holds objects.
 pub const REASON_NOT_EMPTY: &str = "BucketNotEmpty";
 
-/// Entry point: metrics, finalizer, backoff bookkeeping.
+/// Controller entry point (see [`crate::reconcile::reconcile_finalized`]).
 pub async fn reconcile(obj: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action> {
-    let _timer = ctx.metrics.start(CONTROLLER);
-    let ns = obj
-        .namespace()
-        .ok_or(Error::MissingField("metadata.namespace"))?;
-    let api: Api<Bucket> = Api::namespaced(ctx.client.clone(), &ns);
-    let key = object_key(obj.as_ref());
-    let res = finalizer(&api, FINALIZER, obj, |ev| async {
-        match ev {
-            Finalizer::Apply(b) => b.reconcile(&ctx).await,
-            Finalizer::Cleanup(b) => b.cleanup(&ctx).await,
-        }
-    })
-    .await
-    .map_err(credentials::finalizer_error);
-    match &res {
-        Ok(_) => ctx.reset_backoff(&key),
-        Err(e) => ctx.metrics.failure(CONTROLLER, e),
-    }
-    res
+    crate::reconcile::reconcile_finalized(obj, ctx).await
 }
 
 /// Requeue with exponential backoff after an error.
 pub fn error_policy(obj: Arc<Bucket>, err: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff(&object_key(obj.as_ref()));
-    tracing::warn!(bucket = %obj.name_any(), error = %err, ?delay, "reconcile failed");
-    Action::requeue(delay)
+    crate::reconcile::requeue_after_error(obj.as_ref(), err, &ctx)
+}
+
+impl crate::reconcile::Finalized for Bucket {
+    const CONTROLLER: &'static str = CONTROLLER;
+    const FINALIZER: &'static str = FINALIZER;
+
+    fn apply(&self, ctx: &Context) -> impl std::future::Future<Output = Result<Action>> + Send {
+        Bucket::reconcile(self, ctx)
+    }
+
+    fn cleanup(&self, ctx: &Context) -> impl std::future::Future<Output = Result<Action>> + Send {
+        Bucket::cleanup(self, ctx)
+    }
 }
 
 /// The `owner_tag` recorded on the bucket: the object's UID.

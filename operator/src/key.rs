@@ -6,11 +6,10 @@ use std::time::Duration;
 
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
 use storaged_api::{PermissionRequest, Permissions, UpdateKeyRequest};
 
-use crate::context::{Context, field_manager, object_key};
+use crate::context::{Context, field_manager};
 use crate::crd::common::{condition, make_condition};
 use crate::crd::{AccessKey, AccessKeyStatus, Bucket};
 use crate::credentials;
@@ -23,34 +22,27 @@ pub const FINALIZER: &str = "storage.garage.rs/accesskey";
 const REQUEUE: Duration = Duration::from_secs(300);
 const REQUEUE_WAIT: Duration = Duration::from_secs(15);
 
-/// Entry point: metrics, finalizer, backoff bookkeeping.
+/// Controller entry point (see [`crate::reconcile::reconcile_finalized`]).
 pub async fn reconcile(obj: Arc<AccessKey>, ctx: Arc<Context>) -> Result<Action> {
-    let _timer = ctx.metrics.start(CONTROLLER);
-    let ns = obj
-        .namespace()
-        .ok_or(Error::MissingField("metadata.namespace"))?;
-    let api: Api<AccessKey> = Api::namespaced(ctx.client.clone(), &ns);
-    let key = object_key(obj.as_ref());
-    let res = finalizer(&api, FINALIZER, obj, |ev| async {
-        match ev {
-            Finalizer::Apply(k) => k.reconcile(&ctx).await,
-            Finalizer::Cleanup(k) => k.cleanup(&ctx).await,
-        }
-    })
-    .await
-    .map_err(credentials::finalizer_error);
-    match &res {
-        Ok(_) => ctx.reset_backoff(&key),
-        Err(e) => ctx.metrics.failure(CONTROLLER, e),
-    }
-    res
+    crate::reconcile::reconcile_finalized(obj, ctx).await
 }
 
 /// Requeue with exponential backoff after an error.
 pub fn error_policy(obj: Arc<AccessKey>, err: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff(&object_key(obj.as_ref()));
-    tracing::warn!(key = %obj.name_any(), error = %err, ?delay, "reconcile failed");
-    Action::requeue(delay)
+    crate::reconcile::requeue_after_error(obj.as_ref(), err, &ctx)
+}
+
+impl crate::reconcile::Finalized for AccessKey {
+    const CONTROLLER: &'static str = CONTROLLER;
+    const FINALIZER: &'static str = FINALIZER;
+
+    fn apply(&self, ctx: &Context) -> impl std::future::Future<Output = Result<Action>> + Send {
+        AccessKey::reconcile(self, ctx)
+    }
+
+    fn cleanup(&self, ctx: &Context) -> impl std::future::Future<Output = Result<Action>> + Send {
+        AccessKey::cleanup(self, ctx)
+    }
 }
 
 impl AccessKey {

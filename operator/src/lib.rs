@@ -12,6 +12,7 @@
 //! | [`credentials`] | key lookup/creation shared by Bucket and AccessKey, and the credential Secret they write |
 //! | [`bucket`], [`key`] | Bucket / AccessKey reconcilers: admin API calls, credential Secrets, finalizers, deletion policy |
 //! | [`context`] | what every reconciler shares: the kube client, the admin transport, metrics, events |
+//! | [`reconcile`] | the bookkeeping written once: metrics, backoff, requeue, finalizers |
 //! | [`metrics`] | Prometheus counters and histograms of reconciles |
 //! | [`controller`] | wiring: the three kube-runtime controllers and their error policy |
 //! | [`render`] | `operator render`: desired objects of a manifest as YAML, for offline validation |
@@ -30,6 +31,7 @@ pub mod error;
 pub mod key;
 pub mod layout;
 pub mod metrics;
+pub mod reconcile;
 pub mod render;
 pub mod resources;
 

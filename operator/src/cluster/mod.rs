@@ -31,7 +31,7 @@ use serde::de::DeserializeOwned;
 use storaged_api::{ClusterHealth, ClusterStatus, LayoutInfo, StageLayoutRequest};
 
 use crate::admin_client::AdminClient;
-use crate::context::{Context, field_manager, object_key};
+use crate::context::{Context, field_manager};
 use crate::crd::GarageCluster;
 use crate::crd::common::{condition, find};
 use crate::layout::{self, LayoutPlan, ZoneTarget};
@@ -52,25 +52,12 @@ pub const REQUEUE_IDLE: Duration = Duration::from_secs(60);
 /// Entry point for the controller: metrics and backoff bookkeeping around
 /// [`GarageCluster::reconcile`].
 pub async fn reconcile(obj: Arc<GarageCluster>, ctx: Arc<Context>) -> Result<Action> {
-    let _timer = ctx.metrics.start(CONTROLLER);
-    let key = object_key(obj.as_ref());
-    match obj.reconcile(&ctx).await {
-        Ok(a) => {
-            ctx.reset_backoff(&key);
-            Ok(a)
-        }
-        Err(e) => {
-            ctx.metrics.failure(CONTROLLER, &e);
-            Err(e)
-        }
-    }
+    crate::reconcile::instrumented(CONTROLLER, obj.as_ref(), &ctx, obj.reconcile(&ctx)).await
 }
 
 /// Requeue with exponential backoff after an error.
 pub fn error_policy(obj: Arc<GarageCluster>, err: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff(&object_key(obj.as_ref()));
-    tracing::warn!(cluster = %obj.name_any(), error = %err, ?delay, "reconcile failed");
-    Action::requeue(delay)
+    crate::reconcile::requeue_after_error(obj.as_ref(), err, &ctx)
 }
 
 /// What the admin API told us this round.
