@@ -8,13 +8,21 @@
 //! tables write to a durable insert queue ([`UpdateTx::queue_insert`]) drained by a worker,
 //! so that the cluster layer can later route those inserts to the nodes that own them.
 //!
-//! Today every partition is local; replication (quorum writes, read repair, anti-entropy)
-//! plugs in behind [`Table::insert_many`] / [`Table::get`] without changing their callers.
+//! Today the daemon uses every table locally. The cluster layer sits beside it, without
+//! changing the local API: [`replication`] says where a partition's entries live and which
+//! quorums apply (sans-IO), [`sync_rpc`] is the per-table service through which nodes store
+//! and read each other's replicas, and [`ReplicatedTable`] fronts a local [`Table`] with
+//! quorum writes, quorum reads with CRDT merge, and read repair.
 
 mod db;
+mod replicated;
+pub mod replication;
 mod schema;
+pub mod sync_rpc;
 
 pub use db::{Db, UpdateTx};
+pub use replicated::{CallError, ReplicatedTable, ReplicationError};
+pub use replication::{LayoutReplication, LocalOnly, Quorums, TableReplication};
 pub use schema::{EmptyKey, Entry, PartitionKey, SortKey, TableSchema};
 
 use std::sync::Arc;

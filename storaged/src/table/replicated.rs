@@ -1,0 +1,450 @@
+//! [`ReplicatedTable`]: a [`Table`] whose writes and reads go to the partition's replicas.
+//!
+//! It wraps the local [`Table`] (which stays the storage and merge path, unchanged) with a
+//! [`TableReplication`] (where entries live, what quorums apply) and the node's [`Rpc`]:
+//!
+//! - [`ReplicatedTable::insert_many`] groups entries by destination, sends each group once to
+//!   every node of every write set (one set per live layout version), and succeeds when each
+//!   set reached its write quorum; the other replicas still receive it in the background.
+//! - [`ReplicatedTable::get`] and [`ReplicatedTable::get_range`] ask the read nodes, wait for
+//!   the read quorum, and merge the answers with the entries' CRDT merge, so a read after an
+//!   acknowledged write sees it; then, in the background, they wait for the slower replicas
+//!   too and send the merged entries to every replica whose copy differed (read repair).
+//!
+//! Calls to this node go through [`Rpc::call`]'s in-process path: no encoding on the wire,
+//! no network, the same handler ([`TableHandler`]) as for peers. Callers set timestamps
+//! (`next_timestamp`) before inserting, as with the local table.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::replication::{SetsProgress, SetsTracker, TableReplication, group_by_write_sets};
+use super::sync_rpc::{TableHandler, TableReq, TableResp, TableRpc};
+use super::{Entry, PartitionKey, RangeStart, SortKey, Table, TableSchema};
+use crate::rpc::{NodeId, Rpc, RpcError};
+use crate::util::crdt::Crdt;
+use crate::util::encode::{EncodeError, decode, encode};
+use crate::util::id::Hash;
+
+/// Why one replica did not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The call itself failed (unreachable, timeout, no such service).
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    /// The replica answered that it could not do it.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The replica answered with something that is not an answer to the request.
+    #[error("unexpected response: {0}")]
+    Unexpected(&'static str),
+    /// The replica's entries could not be decoded (version skew or corruption).
+    #[error(transparent)]
+    Decode(#[from] EncodeError),
+}
+
+/// Errors of a replicated read or write.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    /// No node stores the partition (no layout applied yet).
+    #[error("no node stores this partition (is a cluster layout applied?)")]
+    NoNodes,
+    /// Too few replicas answered. For a write, the entry may still have reached some
+    /// replicas: a retry is safe (merges are idempotent).
+    #[error(
+        "quorum not reached: {got} of {needed} replicas answered{}",
+        fmt_errors(errors)
+    )]
+    Quorum {
+        /// Successes needed (per write set).
+        needed: usize,
+        /// Successes obtained (in the worst set).
+        got: usize,
+        /// The replicas that failed, and why.
+        errors: Vec<(NodeId, CallError)>,
+    },
+    /// An entry could not be encoded.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+}
+
+fn fmt_errors(errors: &[(NodeId, CallError)]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for (node, e) in errors {
+        let hex = node.to_hex();
+        let short = hex.get(..8).unwrap_or(&hex);
+        let _ = write!(out, "; {short}: {e}");
+    }
+    out
+}
+
+/// The results of calls to replicas, as they come: the node and what it did.
+type Results<T> = mpsc::Receiver<(NodeId, Result<T, CallError>)>;
+
+/// One replica's answer to a read, keyed by sort key, with how far it is complete.
+struct Answer<E> {
+    node: NodeId,
+    entries: BTreeMap<Vec<u8>, E>,
+    /// The greatest sort key this answer is complete up to (`None`: complete): a range read
+    /// truncated at its limit says nothing about the keys after its last one.
+    covered_up_to: Option<Vec<u8>>,
+}
+
+impl<E> Answer<E> {
+    fn covers(&self, key: &[u8]) -> bool {
+        self.covered_up_to.as_deref().is_none_or(|last| key <= last)
+    }
+}
+
+/// A table replicated over the nodes that [`TableReplication`] names.
+///
+/// The local [`Table`] API is untouched and keeps serving single-node callers; this type is
+/// the cluster-aware front that the model layer switches to once a layout is distributed.
+pub struct ReplicatedTable<F: TableSchema> {
+    local: Arc<Table<F>>,
+    replication: Arc<dyn TableReplication>,
+    rpc: Rpc,
+    timeout: Duration,
+    /// Background read repairs, so that shutdown and tests can wait for them.
+    repairs: Mutex<JoinSet<()>>,
+}
+
+impl<F: TableSchema> ReplicatedTable<F> {
+    /// Fronts `local` with `replication`, calling replicas through `rpc` (each call bounded
+    /// by `timeout`), and registers this table's service on `rpc` so that peers can store
+    /// and read their replicas here.
+    #[must_use]
+    pub fn new(
+        local: Arc<Table<F>>,
+        replication: Arc<dyn TableReplication>,
+        rpc: Rpc,
+        timeout: Duration,
+    ) -> Arc<Self> {
+        rpc.register::<TableRpc<F>>(TableHandler::new(Arc::clone(&local)));
+        Arc::new(Self {
+            local,
+            replication,
+            rpc,
+            timeout,
+            repairs: Mutex::new(JoinSet::new()),
+        })
+    }
+
+    /// The local replica (for hooks, workers and listings that stay local).
+    #[must_use]
+    pub fn local(&self) -> &Arc<Table<F>> {
+        &self.local
+    }
+
+    /// Inserts one entry at write quorum; see [`Self::insert_many`].
+    ///
+    /// # Errors
+    /// As [`Self::insert_many`].
+    pub async fn insert(&self, entry: &F::E) -> Result<(), ReplicationError> {
+        self.insert_many(std::slice::from_ref(entry)).await
+    }
+
+    /// Merges `entries` into their replicas: every write set of every entry's partition
+    /// must acknowledge with its write quorum. Groups with different destinations are sent
+    /// concurrently; the write is one quorum round trip.
+    ///
+    /// # Errors
+    /// [`ReplicationError::NoNodes`] without a layout, [`ReplicationError::Quorum`] when a
+    /// set cannot reach its quorum (the entries may still be stored on some replicas).
+    pub async fn insert_many(&self, entries: &[F::E]) -> Result<(), ReplicationError> {
+        let mut items = Vec::with_capacity(entries.len());
+        for e in entries {
+            items.push((e.partition_key().hash(), encode(e)?));
+        }
+        let groups = group_by_write_sets(self.replication.as_ref(), items);
+        let quorum = self.replication.quorums().write;
+        let writes = groups.into_iter().map(|(sets, encoded)| async move {
+            if sets.iter().all(Vec::is_empty) {
+                return Err(ReplicationError::NoNodes);
+            }
+            let tracker = SetsTracker::new(sets, quorum);
+            let mut rx =
+                self.spawn_calls(
+                    &tracker.nodes(),
+                    TableReq::Update(encoded),
+                    |_, r| match r {
+                        TableResp::Updated => Ok(()),
+                        _ => Err(CallError::Unexpected("not an update acknowledgement")),
+                    },
+                );
+            self.await_quorum(tracker, &mut rx).await.map(|_| ())
+        });
+        futures::future::try_join_all(writes).await.map(|_| ())
+    }
+
+    /// The entry at (`partition`, `sort`), merged from a read quorum of its replicas, or
+    /// `None` if none of them has it. Replicas found stale are repaired in the background.
+    ///
+    /// # Errors
+    /// [`ReplicationError::NoNodes`] without a layout, [`ReplicationError::Quorum`] when too
+    /// few replicas answer.
+    pub async fn get(
+        &self,
+        partition: &F::P,
+        sort: &F::S,
+    ) -> Result<Option<F::E>, ReplicationError> {
+        let hash = partition.hash();
+        let key = sort.sort_key().into_owned();
+        let req = TableReq::ReadEntry {
+            partition: hash,
+            sort: key.clone(),
+        };
+        let merged = self
+            .read(&hash, req, move |node, resp| {
+                let TableResp::Entry(bytes) = resp else {
+                    return Err(CallError::Unexpected("not an entry"));
+                };
+                let mut entries = BTreeMap::new();
+                if let Some(b) = bytes {
+                    let e: F::E = decode(&b)?;
+                    if e.sort_key().sort_key().as_ref() != key.as_slice() {
+                        return Err(CallError::Unexpected("an entry of another key"));
+                    }
+                    entries.insert(key.clone(), e);
+                }
+                Ok(Answer {
+                    node,
+                    entries,
+                    covered_up_to: None,
+                })
+            })
+            .await?;
+        Ok(merged.into_values().next())
+    }
+
+    /// Up to `limit` entries of `partition` in sort-key order from `start`, merged from a
+    /// read quorum of its replicas (each entry merged across the replicas that have it).
+    /// Stale replicas are repaired in the background.
+    ///
+    /// Filters are not sent to replicas yet (a schema's filter is not serializable): filter
+    /// the result, and continue from the last sort key for more.
+    ///
+    /// # Errors
+    /// As [`Self::get`].
+    pub async fn get_range(
+        &self,
+        partition: &F::P,
+        start: RangeStart,
+        limit: usize,
+    ) -> Result<Vec<F::E>, ReplicationError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let hash = partition.hash();
+        let req = TableReq::ReadRange {
+            partition: hash,
+            start: match start {
+                RangeStart::First => None,
+                RangeStart::From(s) => Some(s),
+            },
+            limit: u64::try_from(limit).unwrap_or(u64::MAX),
+        };
+        let merged = self
+            .read(&hash, req, move |node, resp| {
+                let TableResp::Entries(list) = resp else {
+                    return Err(CallError::Unexpected("not a list of entries"));
+                };
+                if list.len() > limit {
+                    return Err(CallError::Unexpected("more entries than asked for"));
+                }
+                let full = list.len() == limit;
+                let mut entries = BTreeMap::new();
+                for b in list {
+                    let e: F::E = decode(&b)?;
+                    if e.partition_key().hash() != hash {
+                        return Err(CallError::Unexpected("an entry of another partition"));
+                    }
+                    entries.insert(e.sort_key().sort_key().into_owned(), e);
+                }
+                let covered_up_to = if full {
+                    entries.keys().next_back().cloned()
+                } else {
+                    None
+                };
+                Ok(Answer {
+                    node,
+                    entries,
+                    covered_up_to,
+                })
+            })
+            .await?;
+        // Each replica is complete up to its own last key, and at least one of them returned
+        // `limit` entries up to it if any did: the first `limit` merged keys are complete.
+        Ok(merged.into_values().take(limit).collect())
+    }
+
+    /// Waits for the read repairs started so far (graceful shutdown, tests).
+    pub async fn flush_repairs(&self) {
+        let mut running =
+            std::mem::take(&mut *self.repairs.lock().unwrap_or_else(PoisonError::into_inner));
+        while running.join_next().await.is_some() {}
+    }
+
+    /// Sends `req` to the read nodes of `hash`, waits for the read quorum of `parse`d
+    /// answers, merges them, and leaves the late answers and the repairs to a background
+    /// task.
+    async fn read(
+        &self,
+        hash: &Hash,
+        req: TableReq,
+        parse: impl Fn(NodeId, TableResp) -> Result<Answer<F::E>, CallError> + Clone + Send + 'static,
+    ) -> Result<BTreeMap<Vec<u8>, F::E>, ReplicationError> {
+        let nodes = self.replication.read_nodes(hash);
+        if nodes.is_empty() {
+            return Err(ReplicationError::NoNodes);
+        }
+        let tracker = SetsTracker::new(vec![nodes], self.replication.quorums().read);
+        // Parsed in the call tasks, so that a garbled answer counts as a failure.
+        let mut rx = self.spawn_calls(&tracker.nodes(), req, parse);
+        let answers = self.await_quorum(tracker, &mut rx).await?;
+        let answers: Vec<Answer<F::E>> = answers.into_iter().map(|(_, a)| a).collect();
+        let merged = merge_answers(&answers);
+        self.spawn_repair(answers, rx);
+        Ok(merged)
+    }
+
+    /// Calls each of `nodes` with `req`, each in its own task bounded by the timeout,
+    /// and returns their `check`ed results as they come. The tasks outlive the caller, so a
+    /// write still reaches the slow replicas after the quorum answered.
+    fn spawn_calls<T: Send + 'static>(
+        &self,
+        nodes: &[NodeId],
+        req: TableReq,
+        check: impl Fn(NodeId, TableResp) -> Result<T, CallError> + Clone + Send + 'static,
+    ) -> Results<T> {
+        let (tx, rx) = mpsc::channel(nodes.len().max(1));
+        let req = Arc::new(req);
+        for &node in nodes {
+            let (rpc, req, tx, check) = (
+                self.rpc.clone(),
+                Arc::clone(&req),
+                tx.clone(),
+                check.clone(),
+            );
+            let timeout = self.timeout;
+            tokio::spawn(async move {
+                let r = match rpc.call::<TableRpc<F>>(node, &req, timeout).await {
+                    Ok(TableResp::Error(e)) => Err(CallError::Refused(e)),
+                    Ok(resp) => check(node, resp),
+                    Err(e) => Err(CallError::Rpc(e)),
+                };
+                // Nobody listens once the outcome is decided and the late answers unwanted.
+                let _ = tx.send((node, r)).await;
+            });
+        }
+        rx
+    }
+
+    /// Feeds results from `rx` to `tracker` until it decides.
+    async fn await_quorum<T>(
+        &self,
+        mut tracker: SetsTracker,
+        rx: &mut Results<T>,
+    ) -> Result<Vec<(NodeId, T)>, ReplicationError> {
+        let mut ok = Vec::new();
+        let mut errors = Vec::new();
+        let mut progress = tracker.progress();
+        while progress == SetsProgress::Pending {
+            let Some((node, r)) = rx.recv().await else {
+                break; // Every call task ended without a decision: they were cancelled.
+            };
+            progress = match r {
+                Ok(v) => {
+                    ok.push((node, v));
+                    tracker.record(node, true)
+                }
+                Err(e) => {
+                    tracing::debug!(table = F::TABLE_NAME, %node, error = %e, "replica call failed");
+                    errors.push((node, e));
+                    tracker.record(node, false)
+                }
+            };
+        }
+        if progress == SetsProgress::Reached {
+            Ok(ok)
+        } else {
+            let (needed, got) = tracker.counts();
+            Err(ReplicationError::Quorum {
+                needed,
+                got,
+                errors,
+            })
+        }
+    }
+
+    /// In the background: waits for the late answers, merges them in, and sends every
+    /// replica that answered the merged entries its copy lacked.
+    fn spawn_repair(&self, mut answers: Vec<Answer<F::E>>, mut late: Results<Answer<F::E>>) {
+        let rpc = self.rpc.clone();
+        let timeout = self.timeout;
+        let mut repairs = self.repairs.lock().unwrap_or_else(PoisonError::into_inner);
+        while repairs.try_join_next().is_some() {}
+        repairs.spawn(async move {
+            while let Some((_, r)) = late.recv().await {
+                if let Ok(a) = r {
+                    answers.push(a);
+                }
+            }
+            let merged = merge_answers(&answers);
+            let mut sends = JoinSet::new();
+            for a in &answers {
+                let stale: Vec<Vec<u8>> = merged
+                    .iter()
+                    .filter(|(k, e)| a.covers(k) && a.entries.get(*k) != Some(*e))
+                    .filter_map(|(_, e)| encode(e).ok())
+                    .collect();
+                if stale.is_empty() {
+                    continue;
+                }
+                let (rpc, node) = (rpc.clone(), a.node);
+                sends.spawn(async move {
+                    let n = stale.len();
+                    let req = TableReq::Update(stale);
+                    match rpc.call::<TableRpc<F>>(node, &req, timeout).await {
+                        Ok(TableResp::Updated) => {
+                            tracing::debug!(table = F::TABLE_NAME, %node, entries = n, "read repair");
+                        }
+                        Ok(other) => {
+                            tracing::debug!(table = F::TABLE_NAME, %node, ?other, "read repair refused");
+                        }
+                        Err(e) => {
+                            tracing::debug!(table = F::TABLE_NAME, %node, error = %e, "read repair failed");
+                        }
+                    }
+                });
+            }
+            while sends.join_next().await.is_some() {}
+        });
+    }
+}
+
+/// The CRDT merge of every answer, by sort key.
+fn merge_answers<E: Crdt + Clone>(answers: &[Answer<E>]) -> BTreeMap<Vec<u8>, E> {
+    let mut merged: BTreeMap<Vec<u8>, E> = BTreeMap::new();
+    for a in answers {
+        for (k, e) in &a.entries {
+            match merged.get_mut(k) {
+                Some(m) => m.merge(e),
+                None => {
+                    merged.insert(k.clone(), e.clone());
+                }
+            }
+        }
+    }
+    merged
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // in tests a panic is the failure report
+#[path = "replicated_tests.rs"]
+mod tests;

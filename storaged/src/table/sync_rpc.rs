@@ -1,0 +1,179 @@
+//! The RPC service through which nodes store and read each other's replicas of a table.
+//!
+//! One service per table ([`TableRpc<F>`], named `table/` + [`TableSchema::TABLE_NAME`]), so
+//! that a node serves exactly the tables it has opened and a message for one table can never
+//! be applied to another. Entries travel encoded ([`crate::util::encode`]): the handler
+//! stores and returns the bytes that redb holds, and the version byte of every entry lets
+//! mixed-version clusters decode what they can.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Table, TableSchema, definition, prefix_end, storage_key};
+use crate::error::Result;
+use crate::rpc::wire::MAX_SERVICE_NAME;
+use crate::rpc::{Handler, NodeId, Service};
+use crate::util::encode::decode;
+use crate::util::id::Hash;
+
+/// The table service of table `F` (a marker type: the service is named by its type).
+pub struct TableRpc<F>(PhantomData<fn() -> F>);
+
+/// `table/` + the table name, built at compile time (a table name too long for the wire
+/// format fails the build, not a node at run time).
+const fn service_name(table: &str) -> ([u8; MAX_SERVICE_NAME], usize) {
+    let prefix = b"table/";
+    let name = table.as_bytes();
+    assert!(
+        prefix.len() + name.len() <= MAX_SERVICE_NAME,
+        "table name too long for an RPC service name"
+    );
+    let mut out = [0u8; MAX_SERVICE_NAME];
+    let mut i = 0;
+    while i < prefix.len() {
+        out[i] = prefix[i];
+        i += 1;
+    }
+    let mut j = 0;
+    while j < name.len() {
+        out[i] = name[j];
+        i += 1;
+        j += 1;
+    }
+    (out, i)
+}
+
+impl<F: TableSchema> TableRpc<F> {
+    const NAME_BUF: ([u8; MAX_SERVICE_NAME], usize) = service_name(F::TABLE_NAME);
+    const NAME_STR: &'static str =
+        match std::str::from_utf8(Self::NAME_BUF.0.split_at(Self::NAME_BUF.1).0) {
+            Ok(s) => s,
+            Err(_) => panic!("table names are UTF-8"),
+        };
+}
+
+impl<F: TableSchema> Service for TableRpc<F> {
+    const NAME: &'static str = Self::NAME_STR;
+    type Req = TableReq;
+    type Resp = TableResp;
+}
+
+/// Requests of a table service.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum TableReq {
+    /// Merge these encoded entries into the local replica (a write, or a read repair).
+    Update(Vec<Vec<u8>>),
+    /// The local copy of one entry.
+    ReadEntry {
+        /// Hash of the partition key.
+        partition: Hash,
+        /// Sort key bytes.
+        sort: Vec<u8>,
+    },
+    /// Up to `limit` local entries of one partition in sort-key order, from `start`
+    /// (inclusive; `None`: from the first).
+    ReadRange {
+        /// Hash of the partition key.
+        partition: Hash,
+        /// First sort key, inclusive.
+        start: Option<Vec<u8>>,
+        /// Most entries returned.
+        limit: u64,
+    },
+}
+
+/// Responses of a table service.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum TableResp {
+    /// The update is durably merged.
+    Updated,
+    /// The encoded local copy of the entry, if any.
+    Entry(Option<Vec<u8>>),
+    /// Encoded local entries, in sort-key order.
+    Entries(Vec<Vec<u8>>),
+    /// The node could not do it (undecodable entry, database error); says why.
+    Error(String),
+}
+
+/// Serves [`TableRpc<F>`] from the local replica.
+pub struct TableHandler<F: TableSchema> {
+    table: Arc<Table<F>>,
+}
+
+impl<F: TableSchema> TableHandler<F> {
+    /// A handler answering from `table`.
+    #[must_use]
+    pub fn new(table: Arc<Table<F>>) -> Arc<Self> {
+        Arc::new(Self { table })
+    }
+
+    async fn update(&self, encoded: Vec<Vec<u8>>) -> Result<TableResp> {
+        let entries = encoded
+            .iter()
+            .map(|e| decode::<F::E>(e))
+            .collect::<Result<Vec<_>, _>>()?;
+        // The same merge path as a local insert: hooks run in the same transaction.
+        self.table.insert_many(entries).await?;
+        Ok(TableResp::Updated)
+    }
+
+    async fn read_entry(&self, partition: Hash, sort: Vec<u8>) -> Result<TableResp> {
+        let table = Arc::clone(&self.table);
+        tokio::task::spawn_blocking(move || {
+            let key = storage_key(&partition, &sort);
+            let txn = table.db.begin_read()?;
+            let t = txn.open_table(definition::<F>())?;
+            let v = t.get(key.as_slice())?.map(|v| v.value().to_vec());
+            Ok(TableResp::Entry(v))
+        })
+        .await?
+    }
+
+    async fn read_range(
+        &self,
+        partition: Hash,
+        start: Option<Vec<u8>>,
+        limit: u64,
+    ) -> Result<TableResp> {
+        let table = Arc::clone(&self.table);
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        tokio::task::spawn_blocking(move || {
+            let begin = storage_key(&partition, start.as_deref().unwrap_or_default());
+            let end = prefix_end(partition.as_bytes());
+            let txn = table.db.begin_read()?;
+            let t = txn.open_table(definition::<F>())?;
+            let iter = match &end {
+                Some(end) => t.range::<&[u8]>(begin.as_slice()..end.as_slice())?,
+                None => t.range::<&[u8]>(begin.as_slice()..)?,
+            };
+            let mut out = Vec::new();
+            for item in iter.take(limit) {
+                let (_, v) = item?;
+                out.push(v.value().to_vec());
+            }
+            Ok(TableResp::Entries(out))
+        })
+        .await?
+    }
+}
+
+#[async_trait::async_trait]
+impl<F: TableSchema> Handler<TableRpc<F>> for TableHandler<F> {
+    async fn handle(&self, from: NodeId, req: TableReq) -> TableResp {
+        let result = match req {
+            TableReq::Update(entries) => self.update(entries).await,
+            TableReq::ReadEntry { partition, sort } => self.read_entry(partition, sort).await,
+            TableReq::ReadRange {
+                partition,
+                start,
+                limit,
+            } => self.read_range(partition, start, limit).await,
+        };
+        result.unwrap_or_else(|e| {
+            tracing::warn!(table = F::TABLE_NAME, peer = %from, error = %e, "table request failed");
+            TableResp::Error(e.to_string())
+        })
+    }
+}
