@@ -13,19 +13,38 @@
 //! of them when compression saved at least 10%. A file is written to `<name>.tmp.<random>`,
 //! fsynced, renamed into place, and its directory fsynced: a crash leaves either no chunk or
 //! a whole one (stray `.tmp.` files are ignored and can be removed).
+//!
+//! ## Replication
+//!
+//! [`BlockRpc`] is the service nodes use to put, get and probe chunks on each other;
+//! [`BlockReplicator`] writes a chunk to its partition's nodes at write quorum and reads it
+//! from the nearest intact replica; [`ResyncQueue`] and [`ResyncWorker`] fetch chunks this
+//! node should hold and drop those it no longer owns. None of it changes the local API
+//! above: it is built on `write_block` / `read_block` / `has_block`.
 
 mod rc;
+mod replication;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // in tests a panic is the failure report
+mod replication_tests;
+mod resync;
+mod rpc;
 mod scrub;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::watch;
 
 pub use rc::{decref, incref};
+pub use replication::{
+    BlockReplicator, ReplicationConfig, ReplicationError, Zones, preferred_order, zones_of,
+};
+pub use resync::{Placement, ResyncConfig, ResyncOutcome, ResyncQueue, ResyncWorker};
+pub use rpc::{BlockReq, BlockResp, BlockRpc, BlockRpcHandler, MAX_BLOCK_LEN, Refusal};
 pub use scrub::ScrubReport;
 
 use crate::error::{Error, Result};
@@ -38,6 +57,9 @@ pub struct BlockManager {
     data_dir: PathBuf,
     compression_level: i32,
     db: Db,
+    /// Told of every chunk found corrupt (by scrub or a read for a peer), so resync can
+    /// repair it; unset means nobody is told (a single node has no peer to ask).
+    corrupt_hook: OnceLock<Box<dyn Fn(Hash) + Send + Sync>>,
 }
 
 impl BlockManager {
@@ -49,7 +71,21 @@ impl BlockManager {
             data_dir: data_dir.to_path_buf(),
             compression_level,
             db,
+            corrupt_hook: OnceLock::new(),
         }))
+    }
+
+    /// Sets who is told of corrupt chunks (normally [`ResyncQueue::corrupt_hook`]), once;
+    /// returns `false` if a hook was already set.
+    pub fn set_corrupt_hook(&self, hook: Box<dyn Fn(Hash) + Send + Sync>) -> bool {
+        self.corrupt_hook.set(hook).is_ok()
+    }
+
+    /// Reports a corrupt chunk to the hook, if one is set.
+    pub(crate) fn report_corrupt(&self, hash: Hash) {
+        if let Some(hook) = self.corrupt_hook.get() {
+            hook(hash);
+        }
     }
 
     fn dir_of(&self, hash: &Hash) -> PathBuf {

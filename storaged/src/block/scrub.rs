@@ -1,7 +1,8 @@
 //! Scrub: re-reads every stored chunk and checks it still hashes to its address, so bit rot
 //! is found before a client reads it. A corrupt chunk is moved aside to `<name>.corrupted`
 //! (never deleted: an operator may want it), which makes it missing for this node; with
-//! replication, resync then fetches a good copy from a peer.
+//! replication, resync then fetches a good copy from a peer: each corrupt chunk is reported
+//! to [`BlockManager::set_corrupt_hook`]'s hook (normally a `ResyncQueue`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -64,6 +65,7 @@ impl BlockManager {
                     tokio::fs::rename(&file, &aside).await?;
                     tracing::error!(block = %hash, file = %file.display(), "scrub: corrupt chunk moved aside");
                     report.corrupt += 1;
+                    self.report_corrupt(hash);
                 }
                 // Deleted by GC since the listing: nothing to check.
                 Err(crate::Error::MissingBlock(_)) => {}
