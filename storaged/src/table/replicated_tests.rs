@@ -422,7 +422,9 @@ async fn two_nodes_down_fail_consistent_writes_and_reads() {
                 got,
                 errors,
             }) => {
-                assert_eq!((needed, got), (2, 1));
+                // Node 1's own write may land before or after the decision.
+                assert_eq!(needed, 2);
+                assert!(got <= 1, "{got}");
                 assert_eq!(errors.len(), 2, "{errors:?}");
             }
             other => panic!("expected a quorum error, got {other:?}"),
@@ -446,12 +448,10 @@ async fn two_nodes_down_fail_consistent_writes_and_reads() {
             degraded.insert(&d2).await.is_err(),
             "degraded writes keep the quorum"
         );
-        let got = degraded.get(&d.bucket, &d.name).await.unwrap();
-        assert_eq!(
-            got.as_ref(),
-            Some(&d.merged(&d2)),
-            "the failed write stayed local"
-        );
+        // One replica is enough to read. A failed write is not rolled back: node 1 may
+        // already hold it, or not yet (its local apply finishes in the background).
+        let got = degraded.get(&d.bucket, &d.name).await.unwrap().unwrap();
+        assert!(got == d || got == d.merged(&d2), "{got:?}");
         let dangerous = ReplicatedTable::new(
             Arc::clone(&nodes[0].table),
             Arc::new(LayoutReplication::new(
@@ -498,6 +498,96 @@ async fn local_only_is_the_single_node_table() {
             .await
             .unwrap();
         assert_eq!(all, vec![d]);
+    })
+    .await;
+}
+
+/// Stages `add` (zone per index) and `remove` on `layout` and applies the next version.
+fn next_layout(
+    layout: &ClusterLayout,
+    add: &[(NodeId, usize)],
+    remove: &[NodeId],
+) -> ClusterLayout {
+    let mut l = layout.clone();
+    for (node, zone) in add {
+        l.stage(LayoutChange::Role {
+            node: *node,
+            role: Some(NodeRole::storage(format!("zone{zone}"), 1 << 40)),
+        })
+        .unwrap();
+    }
+    for node in remove {
+        l.stage(LayoutChange::Role {
+            node: *node,
+            role: None,
+        })
+        .unwrap();
+    }
+    l.apply(l.version() + 1).unwrap().0
+}
+
+#[tokio::test]
+async fn during_a_layout_change_writes_need_a_quorum_of_both_versions() {
+    within(async {
+        let root = tempfile::tempdir().unwrap();
+        let (tx, rx) = watch::channel(Arc::new(ClusterLayout::new(3)));
+        let mut nodes = Vec::new();
+        for name in ["n1", "n2", "n3", "n4"] {
+            nodes.push(Node::start(&root, name, rx.clone()).await);
+        }
+        introduce(&nodes.iter().collect::<Vec<_>>());
+        let ids: Vec<NodeId> = nodes.iter().map(Node::id).collect();
+        let v1 = next_layout(
+            &ClusterLayout::new(3),
+            &[(ids[0], 0), (ids[1], 1), (ids[2], 2)],
+            &[],
+        );
+        tx.send(Arc::new(v1.clone())).unwrap();
+        let d1 = Doc::new("b", "k", &[("x", 1, "v1")]);
+        nodes[0].repl().insert(&d1).await.unwrap();
+
+        // Node 3 leaves, node 4 joins; both versions stay live until node 4 is synced.
+        let v2 = next_layout(&v1, &[(ids[3], 3)], &[ids[2]]);
+        tx.send(Arc::new(v2)).unwrap();
+
+        // Nodes 2 and 4 down: the old set {1,2,3} has its quorum, the new {1,2,4} not.
+        nodes[1].down().await;
+        nodes[3].down().await;
+        let d2 = Doc::new("b", "k", &[("x", 2, "v2")]);
+        let err = nodes[0].repl().insert(&d2).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ReplicationError::Quorum { needed: 2, got, .. } if got <= 1
+            ),
+            "{err}"
+        );
+
+        // Node 4 back: each set has two live nodes, and the write reached the new owner.
+        nodes[3].up().await;
+        introduce(&nodes.iter().collect::<Vec<_>>());
+        wait_reachable(&nodes[0], &nodes[3]).await;
+        let d3 = Doc::new("b", "k", &[("y", 3, "v3")]);
+        nodes[0].repl().insert(&d3).await.unwrap();
+        let on_4 = nodes[3].local(&d3).await.unwrap();
+        assert_eq!(
+            on_4.fields.get(&"y".to_owned()).unwrap(),
+            "v3",
+            "new owner acknowledged"
+        );
+
+        // Reads stay on the old, synced owners {1,2,3}: 1 and 3 answer.
+        let got = nodes[0]
+            .repl()
+            .get(&d1.bucket, &d1.name)
+            .await
+            .unwrap()
+            .unwrap();
+        // The failed write of d2 may or may not be visible; the acknowledged ones are.
+        assert!(
+            got == d1.merged(&d3) || got == d1.merged(&d2).merged(&d3),
+            "{got:?}"
+        );
     })
     .await;
 }
