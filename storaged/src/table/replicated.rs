@@ -83,6 +83,11 @@ fn fmt_errors(errors: &[(NodeId, CallError)]) -> String {
     out
 }
 
+/// Read repairs running at once per table, past which reads skip repairing: each one
+/// waits up to the call timeout for slow replicas, and a read burst against a dying node
+/// must not turn into an unbounded pile of tasks.
+const MAX_REPAIRS_IN_FLIGHT: usize = 1024;
+
 /// The results of calls to replicas, as they come: the node and what it did.
 type Results<T> = mpsc::Receiver<(NodeId, Result<T, CallError>)>;
 
@@ -278,8 +283,9 @@ impl<F: TableSchema> ReplicatedTable<F> {
                 })
             })
             .await?;
-        // Each replica is complete up to its own last key, and at least one of them returned
-        // `limit` entries up to it if any did: the first `limit` merged keys are complete.
+        // A replica that returned `limit` entries is complete up to its last key, and the
+        // merge has `limit` keys up to there; one that returned fewer is complete. So the
+        // first `limit` merged keys miss nothing any answering replica holds.
         Ok(merged.into_values().take(limit).collect())
     }
 
@@ -389,6 +395,14 @@ impl<F: TableSchema> ReplicatedTable<F> {
         let timeout = self.timeout;
         let mut repairs = self.repairs.lock().unwrap_or_else(PoisonError::into_inner);
         while repairs.try_join_next().is_some() {}
+        if repairs.len() >= MAX_REPAIRS_IN_FLIGHT {
+            // Replicas this slow are anti-entropy's job; reads must not pile up tasks.
+            tracing::debug!(
+                table = F::TABLE_NAME,
+                "too many read repairs in flight, skipping"
+            );
+            return;
+        }
         repairs.spawn(async move {
             while let Some((_, r)) = late.recv().await {
                 if let Ok(a) = r {

@@ -217,6 +217,7 @@ impl SetsTracker {
                 self.failed.insert(node);
             }
         }
+        debug_assert!(self.ok.is_disjoint(&self.failed));
         self.progress()
     }
 
