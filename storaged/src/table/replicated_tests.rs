@@ -333,6 +333,11 @@ async fn a_node_down_does_not_stop_writes_and_is_repaired_by_a_read() {
         let v2 = Doc::new("b", "k", &[("color", 20, "blue"), ("size", 20, "L")]);
         nodes[0].repl().insert(&v2).await.unwrap();
         let expected = v1.merged(&v2);
+        // A page of entries in another partition, also missed by node 3.
+        let page: Vec<Doc> = (0..6)
+            .map(|i| Doc::new("list", &format!("k{i}"), &[("i", 1, &i.to_string())]))
+            .collect();
+        nodes[1].repl().insert_many(&page).await.unwrap();
         let got = nodes[1].repl().get(&v2.bucket, &v2.name).await.unwrap();
         assert_eq!(
             got.as_ref(),
@@ -354,6 +359,22 @@ async fn a_node_down_does_not_stop_writes_and_is_repaired_by_a_read() {
             Some(&expected),
             "read repair brought node 3 up to date"
         );
+
+        // A range read repairs what it covers (the first 4 keys), not past its page.
+        let list = "list".to_owned();
+        let got = nodes[0]
+            .repl()
+            .get_range(&list, RangeStart::First, 4)
+            .await
+            .unwrap();
+        assert_eq!(got, page[..4]);
+        nodes[0].repl().flush_repairs().await;
+        let on_3 = nodes[2]
+            .table
+            .get_range(&list, RangeStart::First, None, 10)
+            .await
+            .unwrap();
+        assert_eq!(on_3, page[..4], "node 3 repaired up to the page's end");
     })
     .await;
 }
