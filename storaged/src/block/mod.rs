@@ -43,7 +43,9 @@ pub use rc::{decref, incref};
 pub use replication::{
     BlockReplicator, ReplicationConfig, ReplicationError, Zones, preferred_order, zones_of,
 };
-pub use resync::{Placement, ResyncConfig, ResyncOutcome, ResyncQueue, ResyncWorker};
+pub use resync::{
+    Placement, ResyncConfig, ResyncOutcome, ResyncQueue, ResyncWorker, TablePlacement,
+};
 pub use rpc::{BlockReq, BlockResp, BlockRpc, BlockRpcHandler, MAX_BLOCK_LEN, Refusal};
 pub use scrub::ScrubReport;
 

@@ -140,11 +140,40 @@ impl BlockReplicator {
         nodes: &[NodeId],
         write_quorum: usize,
     ) -> Result<(), ReplicationError> {
-        let mut seen = HashSet::new();
-        let nodes: Vec<NodeId> = nodes.iter().copied().filter(|n| seen.insert(*n)).collect();
+        self.put_to_sets(hash, data, &[nodes.to_vec()], write_quorum)
+            .await
+    }
+
+    /// Like [`Self::put`] for a layout transition: `sets` are the chunk's write sets (one
+    /// per live layout version, `ClusterLayout::write_sets`), every node of every set gets
+    /// the chunk once, and the put succeeds when each set has `write_quorum` copies.
+    ///
+    /// # Errors
+    /// [`ReplicationError::Quorum`] as soon as some set can no longer reach its quorum
+    /// (`got` counts the nodes that stored it by then); no set at all is a failure too.
+    pub async fn put_to_sets(
+        &self,
+        hash: Hash,
+        data: Bytes,
+        sets: &[Vec<NodeId>],
+        write_quorum: usize,
+    ) -> Result<(), ReplicationError> {
+        let mut tracker = SetsQuorum::new(sets, write_quorum);
+        let quorum_error = |tracker: SetsQuorum| ReplicationError::Quorum {
+            hash,
+            needed: write_quorum,
+            got: tracker.stored,
+            errors: tracker.errors,
+        };
+        match tracker.decision() {
+            Some(true) => return Ok(()),
+            Some(false) => return Err(quorum_error(tracker)),
+            None => {}
+        }
+        let nodes = tracker.nodes();
         let req = BlockReq::Put { hash, data };
         let (tx, mut rx) = tokio::sync::mpsc::channel(nodes.len().max(1));
-        for &node in &nodes {
+        for node in nodes {
             let (rpc, req, tx) = (self.rpc.clone(), req.clone(), tx.clone());
             let timeout = self.cfg.call_timeout;
             tokio::spawn(async move {
@@ -163,33 +192,16 @@ impl BlockReplicator {
             });
         }
         drop(tx);
-        let (mut got, mut errors) = (0usize, Vec::new());
-        let quorum_error = |got, errors| ReplicationError::Quorum {
-            hash,
-            needed: write_quorum,
-            got,
-            errors,
-        };
-        if got >= write_quorum {
-            return Ok(());
-        }
-        if nodes.len() < write_quorum {
-            return Err(quorum_error(0, errors));
-        }
         while let Some((node, result)) = rx.recv().await {
-            match result {
-                Ok(()) => got += 1,
-                Err(e) => errors.push((node, e)),
-            }
-            if got >= write_quorum {
-                return Ok(());
-            }
-            if nodes.len() - errors.len() < write_quorum {
-                return Err(quorum_error(got, errors));
+            tracker.record(node, result);
+            match tracker.decision() {
+                Some(true) => return Ok(()),
+                Some(false) => return Err(quorum_error(tracker)),
+                None => {}
             }
         }
         // Every task ended without a decision (a task panicked or the runtime stops).
-        Err(quorum_error(got, errors))
+        Err(quorum_error(tracker))
     }
 
     /// Reads the chunk from the nearest replica of `nodes` (see [`preferred_order`] with
@@ -291,6 +303,84 @@ impl BlockReplicator {
     }
 }
 
+/// The quorum decision of a put to several write sets, without I/O: each set needs
+/// `quorum` nodes that stored the chunk; a node in several sets counts in each.
+#[derive(Debug)]
+struct SetsQuorum {
+    sets: Vec<Vec<NodeId>>,
+    quorum: usize,
+    ok: HashSet<NodeId>,
+    failed: HashSet<NodeId>,
+    stored: usize,
+    errors: Vec<(NodeId, String)>,
+}
+
+impl SetsQuorum {
+    fn new(sets: &[Vec<NodeId>], quorum: usize) -> Self {
+        let sets = sets
+            .iter()
+            .map(|s| {
+                let mut seen = HashSet::new();
+                s.iter().copied().filter(|n| seen.insert(*n)).collect()
+            })
+            .collect();
+        Self {
+            sets,
+            quorum,
+            ok: HashSet::new(),
+            failed: HashSet::new(),
+            stored: 0,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Every node of every set, once, in order.
+    fn nodes(&self) -> Vec<NodeId> {
+        let mut seen = HashSet::new();
+        self.sets
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|n| seen.insert(*n))
+            .collect()
+    }
+
+    /// Records a node's answer (a second answer of the same node is ignored).
+    fn record(&mut self, node: NodeId, result: Result<(), String>) {
+        if self.ok.contains(&node) || self.failed.contains(&node) {
+            return;
+        }
+        match result {
+            Ok(()) => {
+                self.ok.insert(node);
+                self.stored += 1;
+            }
+            Err(e) => {
+                self.failed.insert(node);
+                self.errors.push((node, e));
+            }
+        }
+    }
+
+    /// `Some(true)` once every set has its quorum, `Some(false)` once some set cannot
+    /// reach it any more (or there is no set), `None` while undecided.
+    fn decision(&self) -> Option<bool> {
+        if self.sets.is_empty() {
+            return Some(false);
+        }
+        let mut all = true;
+        for set in &self.sets {
+            let ok = set.iter().filter(|n| self.ok.contains(n)).count();
+            let failed = set.iter().filter(|n| self.failed.contains(n)).count();
+            if set.len() - failed < self.quorum {
+                return Some(false);
+            }
+            all &= ok >= self.quorum;
+        }
+        all.then_some(true)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,5 +400,27 @@ mod tests {
         // Without a zone of our own, no peer is "same zone": the given order is kept.
         let order = preferred_order(n(9), &[n(2), n(5), n(9)], &zones);
         assert_eq!(order, vec![n(9), n(2), n(5)]);
+    }
+
+    #[test]
+    fn a_put_during_a_transition_needs_a_quorum_in_every_set() {
+        let mut q = SetsQuorum::new(&[vec![n(1), n(2), n(3)], vec![n(2), n(3), n(4)]], 2);
+        assert_eq!(q.nodes(), vec![n(1), n(2), n(3), n(4)]);
+        assert_eq!(q.decision(), None);
+        q.record(n(1), Ok(()));
+        q.record(n(2), Ok(()));
+        assert_eq!(q.decision(), None, "the first set has 2, the second only 1");
+        q.record(n(2), Err("late duplicate".into()));
+        q.record(n(4), Ok(()));
+        assert_eq!(q.decision(), Some(true));
+        assert_eq!(q.stored, 3);
+
+        let mut q = SetsQuorum::new(&[vec![n(1), n(2), n(3)], vec![n(3), n(4), n(5)]], 2);
+        q.record(n(4), Err("down".into()));
+        assert_eq!(q.decision(), None);
+        q.record(n(5), Err("down".into()));
+        assert_eq!(q.decision(), Some(false), "the new set cannot reach 2");
+        assert_eq!(SetsQuorum::new(&[], 1).decision(), Some(false), "no layout");
+        assert_eq!(SetsQuorum::new(&[vec![n(1)]], 2).decision(), Some(false));
     }
 }

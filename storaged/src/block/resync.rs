@@ -31,10 +31,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 
 use super::BlockManager;
-use super::replication::{BlockReplicator, Zones, preferred_order};
+use super::replication::{BlockReplicator, Zones, preferred_order, zones_of};
 use crate::error::{Error, Result};
+use crate::membership::NodeStatus;
 use crate::rpc::NodeId;
-use crate::table::Db;
+use crate::table::{Db, TableReplication};
 use crate::util::encode::{decode, encode};
 use crate::util::id::Hash;
 use crate::util::time::now_ms;
@@ -258,6 +259,43 @@ pub trait Placement: Send + Sync + 'static {
     /// The zone of each node, to fetch from the nearest one.
     fn zones(&self) -> Zones {
         Zones::new()
+    }
+}
+
+/// [`Placement`] from the metadata tables' placement (normally
+/// [`crate::table::LayoutReplication`]): a chunk lives in the partition of its own hash, on
+/// the same nodes and with the same write quorum as table entries of that partition; zones
+/// come from membership when given.
+pub struct TablePlacement<R> {
+    replication: R,
+    members: Option<watch::Receiver<Vec<NodeStatus>>>,
+}
+
+impl<R: TableReplication> TablePlacement<R> {
+    /// Placement by `replication`, with zones from `members` (`Membership::watch`), if any.
+    #[must_use]
+    pub fn new(replication: R, members: Option<watch::Receiver<Vec<NodeStatus>>>) -> Self {
+        Self {
+            replication,
+            members,
+        }
+    }
+}
+
+impl<R: TableReplication> Placement for TablePlacement<R> {
+    fn write_sets(&self, hash: &Hash) -> Vec<Vec<NodeId>> {
+        self.replication.write_sets(hash)
+    }
+
+    fn write_quorum(&self) -> usize {
+        self.replication.quorums().write
+    }
+
+    fn zones(&self) -> Zones {
+        self.members
+            .as_ref()
+            .map(|m| zones_of(&m.borrow()))
+            .unwrap_or_default()
     }
 }
 
@@ -558,6 +596,15 @@ mod tests {
         assert!(q.contains(&h).unwrap(), "finish of a stale entry keeps it");
         q.finish(&h, later).unwrap();
         assert!(!q.contains(&h).unwrap());
+    }
+
+    #[test]
+    fn table_placement_follows_the_table_replication() {
+        let me = NodeId::from([1; 32]);
+        let p = TablePlacement::new(crate::table::LocalOnly { node: me }, None);
+        assert_eq!(p.write_sets(&Hash::hash_of(b"x")), vec![vec![me]]);
+        assert_eq!(p.write_quorum(), 1);
+        assert!(p.zones().is_empty());
     }
 
     #[test]
