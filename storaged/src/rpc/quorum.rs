@@ -39,7 +39,9 @@ pub struct QuorumError {
     pub errors: Vec<(NodeId, RpcError)>,
 }
 
-fn fmt_errors(errors: &[(NodeId, RpcError)]) -> String {
+/// `; <node>: <error>` for each failed node (short node ids), for error messages of
+/// anything that asks several nodes.
+pub fn fmt_errors<E: std::fmt::Display>(errors: &[(NodeId, E)]) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     for (node, e) in errors {

@@ -72,16 +72,7 @@ pub enum ReplicationError {
     Encode(#[from] EncodeError),
 }
 
-fn fmt_errors(errors: &[(NodeId, CallError)]) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
-    for (node, e) in errors {
-        let hex = node.to_hex();
-        let short = hex.get(..8).unwrap_or(&hex);
-        let _ = write!(out, "; {short}: {e}");
-    }
-    out
-}
+use crate::rpc::quorum::fmt_errors;
 
 /// Read repairs running at once per table, past which reads skip repairing: each one
 /// waits up to the call timeout for slow replicas, and a read burst against a dying node
