@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 use super::replication::{SetsProgress, SetsTracker, TableReplication, group_by_write_sets};
 use super::sync_rpc::{TableHandler, TableReq, TableResp, TableRpc};
 use super::{Entry, PartitionKey, RangeStart, SortKey, Table, TableSchema};
+use crate::rpc::quorum::fmt_errors;
 use crate::rpc::{NodeId, Rpc, RpcError};
 use crate::util::crdt::Crdt;
 use crate::util::encode::{EncodeError, decode, encode};
@@ -71,8 +72,6 @@ pub enum ReplicationError {
     #[error(transparent)]
     Encode(#[from] EncodeError),
 }
-
-use crate::rpc::quorum::fmt_errors;
 
 /// Read repairs running at once per table, past which reads skip repairing: each one
 /// waits up to the call timeout for slow replicas, and a read burst against a dying node
