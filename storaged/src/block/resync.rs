@@ -26,6 +26,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
@@ -478,16 +479,19 @@ impl ResyncWorker {
                 match answer {
                     Ok(true) => confirmed += 1,
                     Ok(false) => {
-                        // Hand our copy to the owner that lacks it.
-                        if data.is_none() {
-                            data = Some(
-                                self.manager
+                        // Hand our copy to the owner that lacks it (read once, on demand).
+                        let bytes = match &data {
+                            Some(d) => Bytes::clone(d),
+                            None => {
+                                let d = self
+                                    .manager
                                     .read_block(hash)
                                     .await
-                                    .map_err(|e| format!("cannot read the local copy: {e}"))?,
-                            );
-                        }
-                        let bytes = data.clone().unwrap_or_default();
+                                    .map_err(|e| format!("cannot read the local copy: {e}"))?;
+                                data = Some(d.clone());
+                                d
+                            }
+                        };
                         match self.replicator.put_one(hash, bytes, node).await {
                             Ok(()) => confirmed += 1,
                             Err(e) => errors.push(format!("{node}: {e}")),
@@ -565,6 +569,7 @@ impl BlockManager {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // in tests a panic is the failure report
 mod tests {
     use super::*;
 
