@@ -12,6 +12,7 @@ use bytes::Bytes;
 
 use super::rpc::{BlockReq, BlockResp, BlockRpc};
 use crate::membership::NodeStatus;
+use crate::rpc::quorum::fmt_errors;
 use crate::rpc::{NodeId, Rpc};
 use crate::util::id::Hash;
 
@@ -92,17 +93,6 @@ pub enum ReplicationError {
         /// Each replica tried, and why it failed.
         errors: Vec<(NodeId, String)>,
     },
-}
-
-fn fmt_errors(errors: &[(NodeId, String)]) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
-    for (node, e) in errors {
-        let hex = node.to_hex();
-        let short = hex.get(..8).unwrap_or(&hex);
-        let _ = write!(out, "; {short}: {e}");
-    }
-    out
 }
 
 /// Puts and gets chunks across the nodes that store them. Cheap to clone.
