@@ -10,7 +10,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::*;
-use crate::net::{Endpoint, NetConfig, NetError};
+use crate::net::NetConfig;
 use crate::rpc::{NodeId, Rpc, RpcConfig, RpcServer};
 
 const SECRET: [u8; 32] = [0x5a; 32];
@@ -94,17 +94,7 @@ impl Node {
         bind: SocketAddr,
     ) -> (Rpc, RpcServer, SocketAddr) {
         let net = NetConfig::new(bind, SECRET, dir.join("node_key"));
-        // Re-binding a port just released may need a moment: retry until a deadline.
-        let end = tokio::time::Instant::now() + T;
-        let endpoint = loop {
-            match Endpoint::bind(net.clone()).await {
-                Ok(e) => break e,
-                Err(NetError::Bind { .. }) if tokio::time::Instant::now() < end => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => panic!("bind: {e}"),
-            }
-        };
+        let endpoint = crate::net::bind_retrying(net, T).await;
         let addr = endpoint.local_addr().unwrap();
         let rpc = Rpc::new(endpoint, rpc_config());
         BlockRpcHandler::register(&rpc, manager.clone());

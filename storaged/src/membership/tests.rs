@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::net::{Endpoint, NetConfig};
+use crate::net::NetConfig;
 use crate::rpc::{RpcConfig, RpcServer};
 
 const SECRET: [u8; 32] = [0x42; 32];
@@ -66,17 +66,7 @@ impl Node {
         resolver: Option<Arc<dyn Resolve>>,
     ) -> Self {
         let net = NetConfig::new(bind, secret, dir.path().join(name).join("node_key"));
-        // Re-binding a port just released may need a moment: retry until a deadline.
-        let end = tokio::time::Instant::now() + SOON;
-        let endpoint = loop {
-            match Endpoint::bind(net.clone()).await {
-                Ok(e) => break e,
-                Err(NetError::Bind { .. }) if tokio::time::Instant::now() < end => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => panic!("bind: {e}"),
-            }
-        };
+        let endpoint = crate::net::bind_retrying(net, SOON).await;
         let addr = endpoint.local_addr().unwrap();
         let rpc = Rpc::new(
             endpoint,

@@ -243,3 +243,19 @@ pub enum NetError {
     #[error("background task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
+
+/// Test helper: binds an endpoint, retrying while the port is still held by an endpoint
+/// that was just closed (a node restarting on the same address), until `within`.
+#[cfg(test)]
+pub(crate) async fn bind_retrying(cfg: NetConfig, within: std::time::Duration) -> Endpoint {
+    let end = tokio::time::Instant::now() + within;
+    loop {
+        match Endpoint::bind(cfg.clone()).await {
+            Ok(e) => return e,
+            Err(NetError::Bind { .. }) if tokio::time::Instant::now() < end => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("bind: {e}"),
+        }
+    }
+}

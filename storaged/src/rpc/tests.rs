@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use super::*;
-use crate::net::{Endpoint, NetConfig, NetError};
+use crate::net::{NetConfig, NetError};
 
 const SECRET: [u8; 32] = [0x42; 32];
 const OTHER_SECRET: [u8; 32] = [0x43; 32];
@@ -116,17 +116,7 @@ impl Node {
         bind: SocketAddr,
     ) -> Self {
         let net = NetConfig::new(bind, secret, dir.path().join(name).join("node_key"));
-        // Re-binding a port just released may need a moment: retry until a deadline.
-        let end = tokio::time::Instant::now() + Duration::from_secs(10);
-        let endpoint = loop {
-            match Endpoint::bind(net.clone()).await {
-                Ok(e) => break e,
-                Err(NetError::Bind { .. }) if tokio::time::Instant::now() < end => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => panic!("bind: {e}"),
-            }
-        };
+        let endpoint = crate::net::bind_retrying(net, Duration::from_secs(10)).await;
         let addr = endpoint.local_addr().unwrap();
         let rpc = Rpc::new(endpoint, cfg);
         let handler = Arc::new(EchoHandler {
