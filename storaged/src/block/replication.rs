@@ -14,6 +14,7 @@ use super::rpc::{BlockReq, BlockResp, BlockRpc};
 use crate::membership::NodeStatus;
 use crate::rpc::quorum::fmt_errors;
 use crate::rpc::{NodeId, Rpc};
+use crate::table::replication::{SetsProgress, SetsTracker};
 use crate::util::id::Hash;
 
 /// The zone of each node, for choosing the nearest replica (nodes missing from the map
@@ -293,32 +294,22 @@ impl BlockReplicator {
     }
 }
 
-/// The quorum decision of a put to several write sets, without I/O: each set needs
-/// `quorum` nodes that stored the chunk; a node in several sets counts in each.
+/// The quorum decision of a put to several write sets, without I/O: the table layer's
+/// [`SetsTracker`] (each set needs `quorum` nodes that stored the chunk; a node in several
+/// sets counts in each), plus what a chunk put reports on failure.
 #[derive(Debug)]
 struct SetsQuorum {
-    sets: Vec<Vec<NodeId>>,
-    quorum: usize,
-    ok: HashSet<NodeId>,
-    failed: HashSet<NodeId>,
+    tracker: SetsTracker,
+    answered: HashSet<NodeId>,
     stored: usize,
     errors: Vec<(NodeId, String)>,
 }
 
 impl SetsQuorum {
     fn new(sets: &[Vec<NodeId>], quorum: usize) -> Self {
-        let sets = sets
-            .iter()
-            .map(|s| {
-                let mut seen = HashSet::new();
-                s.iter().copied().filter(|n| seen.insert(*n)).collect()
-            })
-            .collect();
         Self {
-            sets,
-            quorum,
-            ok: HashSet::new(),
-            failed: HashSet::new(),
+            tracker: SetsTracker::new(sets.to_vec(), quorum),
+            answered: HashSet::new(),
             stored: 0,
             errors: Vec::new(),
         }
@@ -326,48 +317,30 @@ impl SetsQuorum {
 
     /// Every node of every set, once, in order.
     fn nodes(&self) -> Vec<NodeId> {
-        let mut seen = HashSet::new();
-        self.sets
-            .iter()
-            .flatten()
-            .copied()
-            .filter(|n| seen.insert(*n))
-            .collect()
+        self.tracker.nodes()
     }
 
     /// Records a node's answer (a second answer of the same node is ignored).
     fn record(&mut self, node: NodeId, result: Result<(), String>) {
-        if self.ok.contains(&node) || self.failed.contains(&node) {
+        if !self.answered.insert(node) {
             return;
         }
+        let success = result.is_ok();
         match result {
-            Ok(()) => {
-                self.ok.insert(node);
-                self.stored += 1;
-            }
-            Err(e) => {
-                self.failed.insert(node);
-                self.errors.push((node, e));
-            }
+            Ok(()) => self.stored += 1,
+            Err(e) => self.errors.push((node, e)),
         }
+        self.tracker.record(node, success);
     }
 
     /// `Some(true)` once every set has its quorum, `Some(false)` once some set cannot
     /// reach it any more (or there is no set), `None` while undecided.
     fn decision(&self) -> Option<bool> {
-        if self.sets.is_empty() {
-            return Some(false);
+        match self.tracker.progress() {
+            SetsProgress::Pending => None,
+            SetsProgress::Reached => Some(true),
+            SetsProgress::Failed => Some(false),
         }
-        let mut all = true;
-        for set in &self.sets {
-            let ok = set.iter().filter(|n| self.ok.contains(n)).count();
-            let failed = set.iter().filter(|n| self.failed.contains(n)).count();
-            if set.len() - failed < self.quorum {
-                return Some(false);
-            }
-            all &= ok >= self.quorum;
-        }
-        all.then_some(true)
     }
 }
 
