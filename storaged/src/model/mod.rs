@@ -425,17 +425,15 @@ mod lifecycle_tests {
     }
 
     /// Writes one chunked object version the way the PUT path does.
-    async fn put_chunked(m: &Model, bucket: Uuid, key: &str, data: &[u8], ts: u64) -> (Uuid, Hash) {
-        let uuid = Uuid::random();
+    /// Stores `data` as the one chunk of version `uuid`, in the PUT path's order.
+    async fn write_chunk(m: &Model, uuid: Uuid, data: &[u8]) -> Hash {
         let hash = Hash::hash_of(data);
         let mut v = Version::new(uuid);
-        v.blocks.insert(
-            BlockPos { part: 1, offset: 0 },
-            VersionBlock {
-                hash,
-                size: data.len() as u64,
-            },
-        );
+        let block = VersionBlock {
+            hash,
+            size: data.len() as u64,
+        };
+        v.blocks.insert(BlockPos { part: 1, offset: 0 }, block);
         m.versions.insert(&v).await.expect("version");
         m.block_refs
             .insert(&BlockRef::new(hash, uuid))
@@ -445,6 +443,12 @@ mod lifecycle_tests {
             .write_block(hash, Bytes::copy_from_slice(data))
             .await
             .expect("block");
+        hash
+    }
+
+    async fn put_chunked(m: &Model, bucket: Uuid, key: &str, data: &[u8], ts: u64) -> (Uuid, Hash) {
+        let uuid = Uuid::random();
+        let hash = write_chunk(m, uuid, data).await;
         let meta = ObjectMeta {
             size: data.len() as u64,
             etag: "e".into(),
@@ -524,25 +528,7 @@ mod lifecycle_tests {
                 .insert(&Object::new(bucket, "k".into(), vec![up]))
                 .await
                 .expect("uploading");
-            let data = b"half an upload";
-            hash = Hash::hash_of(data);
-            let mut v = Version::new(uuid);
-            v.blocks.insert(
-                BlockPos { part: 1, offset: 0 },
-                VersionBlock {
-                    hash,
-                    size: data.len() as u64,
-                },
-            );
-            m.versions.insert(&v).await.expect("version");
-            m.block_refs
-                .insert(&BlockRef::new(hash, uuid))
-                .await
-                .expect("ref");
-            m.blocks
-                .write_block(hash, Bytes::from_static(data))
-                .await
-                .expect("block");
+            hash = write_chunk(&m, uuid, b"half an upload").await;
             // "Crash": drop everything without finishing.
         }
         let m = Model::open(&config(dir.path())).expect("reopen");
