@@ -173,6 +173,11 @@ pub struct BackgroundConfig {
     /// How often DNS names in `bootstrap_peers` are resolved again (seconds).
     #[serde(default = "default_dns_refresh")]
     pub dns_refresh_secs: u64,
+    /// Seconds between anti-entropy passes over every table partition this node holds:
+    /// the backstop that repairs replicas read repair never touched (cold keys, a node
+    /// that was down through many writes).
+    #[serde(default = "default_anti_entropy_interval")]
+    pub anti_entropy_interval_secs: u64,
 }
 
 impl Default for BackgroundConfig {
@@ -186,6 +191,7 @@ impl Default for BackgroundConfig {
             ping_timeout_ms: default_ping_interval(),
             failures_before_down: default_failures_before_down(),
             dns_refresh_secs: default_dns_refresh(),
+            anti_entropy_interval_secs: default_anti_entropy_interval(),
         }
     }
 }
@@ -195,6 +201,12 @@ impl BackgroundConfig {
     #[must_use]
     pub fn block_gc_delay(&self) -> Duration {
         Duration::from_secs(self.block_gc_delay_secs)
+    }
+
+    /// [`Self::anti_entropy_interval_secs`] as a duration.
+    #[must_use]
+    pub fn anti_entropy_interval(&self) -> Duration {
+        Duration::from_secs(self.anti_entropy_interval_secs)
     }
 }
 
@@ -261,6 +273,9 @@ fn default_failures_before_down() -> u32 {
 fn default_dns_refresh() -> u64 {
     60
 }
+fn default_anti_entropy_interval() -> u64 {
+    600
+}
 fn default_max_connections() -> usize {
     1024
 }
@@ -308,6 +323,7 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("background", "ping_timeout_ms", Kind::Int),
     ("background", "failures_before_down", Kind::Int),
     ("background", "dns_refresh_secs", Kind::Int),
+    ("background", "anti_entropy_interval_secs", Kind::Int),
     ("limits", "max_connections", Kind::Int),
     ("limits", "header_read_timeout_secs", Kind::Int),
 ];
@@ -448,6 +464,12 @@ impl Config {
         let b = &self.background;
         if b.scrub_interval_secs == 0 {
             return bad("background.scrub_interval_secs", "must be at least 1");
+        }
+        if b.anti_entropy_interval_secs == 0 {
+            return bad(
+                "background.anti_entropy_interval_secs",
+                "must be at least 1",
+            );
         }
         if b.ping_interval_ms == 0 || b.ping_timeout_ms == 0 || b.failures_before_down == 0 {
             return bad(

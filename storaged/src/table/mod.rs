@@ -18,12 +18,14 @@ mod db;
 mod replicated;
 pub mod replication;
 mod schema;
+pub mod sync;
 pub mod sync_rpc;
 
 pub use db::{Db, UpdateTx};
 pub use replicated::{CallError, ReplicatedTable, ReplicationError};
 pub use replication::{LayoutReplication, LocalOnly, Quorums, TableReplication};
 pub use schema::{EmptyKey, Entry, PartitionKey, SortKey, TableSchema};
+pub use sync::{NodeSync, SyncError, SyncReport, SyncTable, run_anti_entropy, sync_all};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -195,6 +197,31 @@ impl<F: TableSchema> Table<F> {
             }
         }
         Ok(out)
+    }
+
+    /// Visits the stored (storage key, encoded entry) pairs in `[begin, end)` in key order
+    /// (`end` `None`: to the last key) while `visit` returns `true`, in one read snapshot:
+    /// anti-entropy digests and sub-range reads work on the raw bytes replicas exchange.
+    /// Blocking: call from `spawn_blocking`.
+    pub(crate) fn visit_raw(
+        &self,
+        begin: &[u8],
+        end: Option<&[u8]>,
+        mut visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(definition::<F>())?;
+        let iter = match end {
+            Some(end) => table.range::<&[u8]>(begin..end)?,
+            None => table.range::<&[u8]>(begin..)?,
+        };
+        for item in iter {
+            let (k, v) = item?;
+            if !visit(k.value(), v.value()) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Drains this table's part of the insert queue until `shutdown` flips.

@@ -136,6 +136,21 @@ impl<F: TableSchema> ReplicatedTable<F> {
         &self.local
     }
 
+    /// Where the partitions live (anti-entropy syncs with the same nodes writes reach).
+    pub(super) fn replication(&self) -> &Arc<dyn TableReplication> {
+        &self.replication
+    }
+
+    /// The RPC handle calls to replicas go through.
+    pub(super) fn rpc(&self) -> &Rpc {
+        &self.rpc
+    }
+
+    /// The bound on each call to a replica.
+    pub(super) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Inserts one entry at write quorum; see [`Self::insert_many`].
     ///
     /// # Errors

@@ -82,6 +82,23 @@ pub enum TableReq {
         /// Most entries returned.
         limit: u64,
     },
+    /// The digests of the [`super::sync::SUB_RANGES`] sub-ranges of one layout partition
+    /// on the local replica (anti-entropy compares them before moving any entry).
+    PartitionDigest {
+        /// The layout partition (first byte of the storage keys).
+        partition: u16,
+    },
+    /// One page of the local entries of a sub-range of a partition (anti-entropy copies
+    /// the sub-ranges whose digests differ).
+    ReadSubRange {
+        /// The layout partition (first byte of the storage keys).
+        partition: u16,
+        /// The sub-range (second byte of the storage keys).
+        sub: u8,
+        /// The storage key to start from, inclusive (a previous page's `next`); `None`:
+        /// from the first.
+        start: Option<Vec<u8>>,
+    },
 }
 
 /// Responses of a table service.
@@ -95,6 +112,17 @@ pub enum TableResp {
     Entries(Vec<Vec<u8>>),
     /// The node could not do it (undecodable entry, database error); says why.
     Error(String),
+    /// The digests of a partition's sub-ranges, in sub-range order (all zero: empty).
+    Digest(Vec<[u8; 32]>),
+    /// One page of a sub-range's encoded entries, in storage-key order, and the storage
+    /// key of the next page (`None`: this was the last one). Pages are capped in entries and
+    /// bytes so that neither side holds a whole sub-range in memory.
+    SubRange {
+        /// Encoded entries.
+        entries: Vec<Vec<u8>>,
+        /// Where the next page starts.
+        next: Option<Vec<u8>>,
+    },
 }
 
 /// Serves [`TableRpc<F>`] from the local replica.
@@ -170,6 +198,26 @@ impl<F: TableSchema> Handler<TableRpc<F>> for TableHandler<F> {
                 start,
                 limit,
             } => self.read_range(partition, start, limit).await,
+            TableReq::PartitionDigest { partition } => match super::sync::partition_byte(partition)
+            {
+                Some(p) => super::sync::partition_digest(&self.table, p)
+                    .await
+                    .map(TableResp::Digest),
+                None => Ok(TableResp::Error(format!("no partition {partition}"))),
+            },
+            TableReq::ReadSubRange {
+                partition,
+                sub,
+                start,
+            } => match super::sync::partition_byte(partition) {
+                Some(p) => super::sync::read_sub_range(&self.table, p, sub, start)
+                    .await
+                    .map(|page| TableResp::SubRange {
+                        entries: page.entries.into_iter().map(|(_, v)| v).collect(),
+                        next: page.next,
+                    }),
+                None => Ok(TableResp::Error(format!("no partition {partition}"))),
+            },
         };
         result.unwrap_or_else(|e| {
             tracing::warn!(table = F::TABLE_NAME, peer = %from, error = %e, "table request failed");
