@@ -133,6 +133,10 @@ pub enum SyncError {
     /// No node stores the partition (no layout applied yet).
     #[error("no node stores partition {0} (is a cluster layout applied?)")]
     NoNodes(u16),
+    /// This node is in no live layout version's set for the partition: syncing would fill
+    /// it with data it has no business storing.
+    #[error("this node does not store partition {0} in any live layout version")]
+    NotAReplica(u16),
     /// The local replica failed (reading, or merging what peers sent).
     #[error("local replica: {0}")]
     Local(#[from] crate::error::Error),
@@ -293,9 +297,14 @@ impl<F: TableSchema> ReplicatedTable<F> {
     /// layout version converge (see the module docs), and says whether this node is now
     /// synced ([`SyncReport::is_synced`]).
     ///
+    /// Memory stays bounded by one sub-range: its entry identities (32 bytes each, for this
+    /// node and each peer) and one page at a time. Each call is bounded by the table's
+    /// timeout; a peer that fails one is left out for the rest of this pass.
+    ///
     /// # Errors
     /// [`SyncError::NotSynced`] when too few replicas of some live version were synced with
     /// (whatever moved did move), [`SyncError::NoNodes`] without a layout,
+    /// [`SyncError::NotAReplica`] when this node does not hold the partition,
     /// [`SyncError::Local`] when the local database fails.
     pub async fn sync_partition(&self, partition: u16) -> Result<SyncReport, SyncError> {
         let p = partition_byte(partition).ok_or(SyncError::NoSuchPartition(partition))?;
@@ -304,6 +313,9 @@ impl<F: TableSchema> ReplicatedTable<F> {
             return Err(SyncError::NoNodes(partition));
         }
         let me = self.rpc().node_id();
+        if !sets.iter().flatten().any(|n| *n == me) {
+            return Err(SyncError::NotAReplica(partition));
+        }
         let mut others: Vec<NodeId> = Vec::new();
         for n in sets.iter().flatten() {
             if *n != me && !others.contains(n) {
@@ -521,7 +533,11 @@ impl<F: TableSchema> ReplicatedTable<F> {
             }
             match next {
                 // Each page must move forward, or a confused peer would loop us forever.
-                Some(n) if n.starts_with(&prefix) && start.as_ref().is_none_or(|s| n > *s) => {
+                Some(n)
+                    if !entries.is_empty()
+                        && n.starts_with(&prefix)
+                        && start.as_ref().is_none_or(|s| n > *s) =>
+                {
                     start = Some(n);
                 }
                 Some(_) => {
@@ -672,6 +688,9 @@ pub async fn run_anti_entropy(
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
+        if *shutdown.borrow_and_update() {
+            return;
+        }
         for table in &tables {
             for p in partitions() {
                 if *shutdown.borrow() {

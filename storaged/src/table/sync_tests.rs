@@ -493,6 +493,12 @@ async fn a_new_owner_catches_up_during_a_layout_change() {
         for n in &nodes {
             n.repl().flush_repairs().await;
         }
+        // Not an owner yet: node 4 has no business holding these.
+        let p0 = partition(&docs[0].bucket);
+        assert!(matches!(
+            nodes[3].repl().sync_partition(p0).await,
+            Err(SyncError::NotAReplica(p)) if p == p0
+        ));
         // Node 3 leaves, node 4 joins: v1 {1,2,3} and v2 {1,2,4} are both live.
         let ids: Vec<NodeId> = nodes.iter().map(Node::id).collect();
         tx.send(Arc::new(next_layout(&v1, &[(ids[3], 3)], &[ids[2]])))
