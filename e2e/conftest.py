@@ -115,8 +115,9 @@ class Instances:
         self.root = root
         self.started: list[Storaged] = []
 
-    def dev(self, name: str = "dev", start: bool = True) -> DevInstance:
-        inst = DevInstance(self.binary, self.root / name / "data", name)
+    def dev(self, name: str = "dev", start: bool = True, nodes: int | None = None,
+            zones: int | None = None) -> DevInstance:
+        inst = DevInstance(self.binary, self.root / name / "data", name, nodes=nodes, zones=zones)
         self.started.append(inst)
         return inst.start() if start else inst
 

@@ -289,11 +289,24 @@ class Storaged:
 class DevInstance(Storaged):
     """`storaged dev --data-dir DIR`, ready once DIR/dev.env exists."""
 
-    def __init__(self, binary: Path, data_dir: Path, name: str = "dev"):
+    def __init__(self, binary: Path, data_dir: Path, name: str = "dev",
+                 nodes: int | None = None, zones: int | None = None):
         data_dir.mkdir(parents=True, exist_ok=True)
-        super().__init__(binary, ["dev", "--data-dir", str(data_dir)], data_dir.parent, name)
+        args = ["dev", "--data-dir", str(data_dir)]
+        if nodes is not None:
+            args += ["--nodes", str(nodes)]
+        if zones is not None:
+            args += ["--zones", str(zones)]
+        super().__init__(binary, args, data_dir.parent, name)
         self.data_dir = data_dir
         self.env: dict[str, str] = {}
+
+    def node_count(self) -> int:
+        """How many nodes dev.env lists (NODE<i>_ENDPOINT for i = 1..n)."""
+        n = 0
+        while f"NODE{n + 1}_ENDPOINT" in self.env:
+            n += 1
+        return n
 
     @property
     def dev_env_path(self) -> Path:
@@ -348,6 +361,7 @@ class ServerInstance(Storaged):
             "admin.admin_token": self.admin_token,
         }
         settings.update(overrides)
+        self.admin_token = str(settings["admin.admin_token"])  # an override wins
         self.settings = settings
         self.config_path = root / "storaged.toml"
         self.config_path.write_text(render_toml(settings))
@@ -361,8 +375,18 @@ class ServerInstance(Storaged):
             admin_token=self.admin_token,
         )
 
+    def update_settings(self, **overrides: object) -> None:
+        """Changes config keys (dotted for sections; None removes one); the next start uses
+        them."""
+        self.settings.update(overrides)
+        self.config_path.write_text(render_toml(self.settings))
+
     def start(self, timeout: float = READY_TIMEOUT_S) -> "ServerInstance":
         self.spawn()
+        return self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> "ServerInstance":
+        """Waits until a spawned server answers /health and accepts S3 connections."""
 
         def ready() -> bool:
             self.check_alive("starting")
