@@ -266,8 +266,125 @@ pub enum BucketCmd {
 /// `storaged layout …`
 #[derive(Subcommand, Debug)]
 pub enum LayoutCmd {
-    /// Show the current and staged layout.
+    /// Show the current and staged layout, and what applying would move.
     Show,
+    /// Stage a role for a node: a zone and a capacity, or a gateway.
+    Assign {
+        /// Node id, or a unique prefix of it (see `storaged status`).
+        node: String,
+        /// Zone (site) of the node.
+        #[arg(long)]
+        zone: String,
+        /// Bytes offered for data, e.g. `500G`, `2TiB`, `1000000`.
+        #[arg(long, conflicts_with = "gateway", required_unless_present = "gateway")]
+        capacity: Option<String>,
+        /// Serve requests but store nothing.
+        #[arg(long)]
+        gateway: bool,
+        /// Free-form tags.
+        #[arg(long)]
+        tag: Vec<String>,
+    },
+    /// Stage the removal of a node from the layout.
+    Remove {
+        /// Node id, or a unique prefix of it.
+        node: String,
+    },
+    /// Apply the staged changes as the next version.
+    Apply {
+        /// The version to create: the current version + 1 (guards against two admins
+        /// applying concurrently).
+        #[arg(long)]
+        version: u64,
+    },
+    /// Discard the staged changes.
+    Revert {
+        /// The current version.
+        #[arg(long)]
+        version: u64,
+    },
+}
+
+/// Parses a capacity such as `10G`, `500MiB` or `1000000` into bytes.
+///
+/// # Errors
+/// A message naming the value when it is not a size, or is zero.
+pub fn parse_capacity(s: &str) -> anyhow::Result<u64> {
+    let bytes = s
+        .trim()
+        .parse::<bytesize::ByteSize>()
+        .map_err(|e| anyhow::anyhow!("--capacity {s:?} is not a size like 500G or 2TiB: {e}"))?
+        .as_u64();
+    if bytes == 0 {
+        anyhow::bail!(
+            "--capacity must be more than 0 (use --gateway for a node that stores nothing)"
+        );
+    }
+    Ok(bytes)
+}
+
+/// The full id of the node whose id starts with `prefix`, among those `status` knows or
+/// the layout names.
+async fn resolve_node(client: &AdminClient, prefix: &str) -> anyhow::Result<String> {
+    let prefix = prefix.to_ascii_lowercase();
+    let s: api::ClusterStatus = client.get(paths::STATUS).await?;
+    let l: api::LayoutInfo = client.get(paths::LAYOUT).await?;
+    let mut ids: Vec<String> = s.nodes.into_iter().map(|n| n.node_id).collect();
+    ids.extend(l.roles.into_iter().map(|r| r.node_id));
+    ids.sort();
+    ids.dedup();
+    let matches: Vec<&String> = ids.iter().filter(|id| id.starts_with(&prefix)).collect();
+    match matches.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => anyhow::bail!("no known node id starts with {prefix:?} (see `storaged status`)"),
+        many => anyhow::bail!(
+            "{} node ids start with {prefix:?}: give more digits",
+            many.len()
+        ),
+    }
+}
+
+fn layout_human(l: &api::LayoutInfo) -> String {
+    let mut out = format!(
+        "Layout version {}
+",
+        l.version
+    );
+    for r in &l.roles {
+        out.push_str(&format!(
+            "  {}  zone={}  {}\n",
+            &r.node_id[..16.min(r.node_id.len())],
+            r.role.zone,
+            r.role
+                .capacity
+                .map_or_else(|| "gateway".to_owned(), |c| format!("capacity={c}")),
+        ));
+    }
+    if l.staged.is_empty() {
+        out.push_str("No staged changes.\n");
+    } else {
+        out.push_str(&format!(
+            "Staged changes ({} partitions would move; apply with --version {}):\n",
+            l.staged_partition_moves,
+            l.version + 1
+        ));
+        for c in &l.staged {
+            let what = match &c.role {
+                None => "remove".to_owned(),
+                Some(r) => format!(
+                    "zone={} {}",
+                    r.zone,
+                    r.capacity
+                        .map_or_else(|| "gateway".to_owned(), |c| format!("capacity={c}"))
+                ),
+            };
+            out.push_str(&format!(
+                "  {}  {what}\n",
+                &c.node_id[..16.min(c.node_id.len())]
+            ));
+        }
+    }
+    out
 }
 
 fn print<T: Serialize>(
@@ -455,14 +572,55 @@ pub async fn layout(c: &Connection, cmd: LayoutCmd) -> anyhow::Result<()> {
     match cmd {
         LayoutCmd::Show => {
             let l: api::LayoutInfo = client.get(paths::LAYOUT).await?;
-            print(c.json, &l, |l| {
-                format!(
-                    "Layout version {}: {} roles, {} staged changes",
-                    l.version,
-                    l.roles.len(),
-                    l.staged.len()
-                )
+            print(c.json, &l, layout_human)
+        }
+        LayoutCmd::Assign {
+            node,
+            zone,
+            capacity,
+            gateway,
+            tag,
+        } => {
+            let capacity = match (capacity, gateway) {
+                (Some(c), false) => Some(parse_capacity(&c)?),
+                _ => None,
+            };
+            let node_id = resolve_node(&client, &node).await?;
+            let req = api::StageLayoutRequest {
+                changes: vec![api::StagedRoleChange {
+                    node_id,
+                    role: Some(api::NodeRole {
+                        zone,
+                        capacity,
+                        tags: tag,
+                    }),
+                }],
+            };
+            let l: api::LayoutInfo = client.post(paths::LAYOUT_STAGE, &req).await?;
+            print(c.json, &l, layout_human)
+        }
+        LayoutCmd::Remove { node } => {
+            let node_id = resolve_node(&client, &node).await?;
+            let req = api::StageLayoutRequest {
+                changes: vec![api::StagedRoleChange {
+                    node_id,
+                    role: None,
+                }],
+            };
+            let l: api::LayoutInfo = client.post(paths::LAYOUT_STAGE, &req).await?;
+            print(c.json, &l, layout_human)
+        }
+        LayoutCmd::Apply { version } => {
+            let req = api::LayoutVersionRequest { version };
+            let r: api::ApplyLayoutResponse = client.post(paths::LAYOUT_APPLY, &req).await?;
+            print(c.json, &r, |r| {
+                format!("{}{}\n", layout_human(&r.layout), r.messages.join("\n"))
             })
+        }
+        LayoutCmd::Revert { version } => {
+            let req = api::LayoutVersionRequest { version };
+            let l: api::LayoutInfo = client.post(paths::LAYOUT_REVERT, &req).await?;
+            print(c.json, &l, layout_human)
         }
     }
 }
@@ -480,13 +638,43 @@ pub async fn status(c: &Connection) -> anyhow::Result<()> {
         );
         for n in &s.nodes {
             out.push_str(&format!(
-                "  {}  {}  zone={}  {}\n",
+                "  {}  {}  zone={}  {}  {}\n",
                 &n.node_id[..16.min(n.node_id.len())],
                 n.hostname,
                 n.zone.as_deref().unwrap_or("-"),
+                n.role.as_ref().map_or_else(
+                    || "no role".to_owned(),
+                    |r| r
+                        .capacity
+                        .map_or_else(|| "gateway".to_owned(), |c| format!("capacity={c}"))
+                ),
                 if n.is_up { "up" } else { "DOWN" }
             ));
         }
+        out.push_str(&format!(
+            "Storage nodes up: {}/{}\nPartitions: {} with a write quorum, {} fully replicated, {} not fully replicated\n",
+            h.storage_nodes_up,
+            h.storage_nodes,
+            h.partitions_quorum,
+            h.partitions_all_ok,
+            h.partitions_not_fully_replicated
+        ));
         out
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_capacity;
+
+    #[test]
+    fn capacities_parse_with_units_and_refuse_nonsense() {
+        assert_eq!(parse_capacity("1000000").unwrap(), 1_000_000);
+        assert_eq!(parse_capacity("10G").unwrap(), 10_000_000_000);
+        assert_eq!(parse_capacity("2 GiB").unwrap(), 2 << 30);
+        for bad in ["", "ten", "0", "-5G"] {
+            let e = parse_capacity(bad).expect_err(bad);
+            assert!(e.to_string().contains("capacity"), "{e}");
+        }
+    }
 }

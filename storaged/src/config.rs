@@ -178,6 +178,10 @@ pub struct BackgroundConfig {
     /// that was down through many writes).
     #[serde(default = "default_anti_entropy_interval")]
     pub anti_entropy_interval_secs: u64,
+    /// Seconds before a chunk that could not be fetched or handed over is retried (doubling
+    /// up to ten minutes), and between idle looks at the resync queue.
+    #[serde(default = "default_resync_retry")]
+    pub resync_retry_secs: u64,
 }
 
 impl Default for BackgroundConfig {
@@ -192,6 +196,7 @@ impl Default for BackgroundConfig {
             failures_before_down: default_failures_before_down(),
             dns_refresh_secs: default_dns_refresh(),
             anti_entropy_interval_secs: default_anti_entropy_interval(),
+            resync_retry_secs: default_resync_retry(),
         }
     }
 }
@@ -276,6 +281,9 @@ fn default_dns_refresh() -> u64 {
 fn default_anti_entropy_interval() -> u64 {
     600
 }
+fn default_resync_retry() -> u64 {
+    10
+}
 fn default_max_connections() -> usize {
     1024
 }
@@ -324,6 +332,7 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("background", "failures_before_down", Kind::Int),
     ("background", "dns_refresh_secs", Kind::Int),
     ("background", "anti_entropy_interval_secs", Kind::Int),
+    ("background", "resync_retry_secs", Kind::Int),
     ("limits", "max_connections", Kind::Int),
     ("limits", "header_read_timeout_secs", Kind::Int),
 ];

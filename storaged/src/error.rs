@@ -45,9 +45,24 @@ pub enum Error {
     /// A key id or secret of the wrong shape.
     #[error("invalid access key: {0}")]
     InvalidAccessKey(&'static str),
+    /// Too few replicas answered, or no layout says where the data lives: retry later.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
     /// A blocking task panicked or was cancelled.
     #[error("background task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+}
+
+impl From<crate::table::ReplicationError> for Error {
+    fn from(e: crate::table::ReplicationError) -> Self {
+        Error::Unavailable(e.to_string())
+    }
+}
+
+impl From<crate::block::ReplicationError> for Error {
+    fn from(e: crate::block::ReplicationError) -> Self {
+        Error::Unavailable(e.to_string())
+    }
 }
 
 /// `Result` with this crate's [`Error`].
@@ -83,6 +98,7 @@ impl Error {
             Error::CorruptBlock(_) => "corrupt_block",
             Error::MissingBlock(_) => "missing_block",
             Error::Join(_) => "join",
+            Error::Unavailable(_) => "unavailable",
             Error::NoSuchBucket(_) => "no_such_bucket",
             Error::BucketAlreadyExists(_) => "bucket_exists",
             Error::BucketNotEmpty(_) => "bucket_not_empty",

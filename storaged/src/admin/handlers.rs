@@ -17,7 +17,7 @@ use crate::model::{Bucket, BucketPerm, Key, QuotaSpec};
 use crate::util::id::Uuid;
 use crate::util::time::rfc3339;
 
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Reply> {
+pub(super) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Reply> {
     serde_json::from_slice(body).map_err(|e| {
         error(
             StatusCode::BAD_REQUEST,
@@ -79,16 +79,12 @@ async fn dispatch(
     let e = |e: Error| from_error(&e);
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(2).collect();
     match (method, segments.as_slice()) {
-        (&Method::GET, ["status"]) => Ok(json(StatusCode::OK, &status(state))),
-        (&Method::GET, ["health"]) => Ok(json(StatusCode::OK, &health(state))),
-        (_, ["layout", ..]) => Err(error(
-            StatusCode::NOT_IMPLEMENTED,
-            "NotImplemented",
-            "cluster layouts arrive with the cluster feature; this node runs alone",
-        )),
+        (&Method::GET, ["status"]) => Ok(json(StatusCode::OK, &super::layout::status(state))),
+        (&Method::GET, ["health"]) => Ok(json(StatusCode::OK, &super::layout::health(state))),
+        (_, ["layout", rest @ ..]) => super::layout::route(state, method, rest, body).await,
         (&Method::GET, ["keys"]) => {
             let name = query_param(query, "name");
-            let keys = m.keys.get_all(Some(true)).await.map_err(e)?;
+            let keys = m.keys.local().get_all(Some(true)).await.map_err(e)?;
             let list: Vec<api::KeySummary> = keys
                 .iter()
                 .filter(|k| name.as_ref().is_none_or(|n| *n == k.name.v))
@@ -145,7 +141,7 @@ async fn dispatch(
             if let Some(a) = req.allow_create_bucket {
                 key.allow_create_bucket.update(a);
             }
-            m.keys.insert(&key).await.map_err(e)?;
+            m.keys.insert(&key).await.map_err(|x| e(x.into()))?;
             Ok(json(
                 StatusCode::OK,
                 &key_info(state, &key, false).await.map_err(e)?,
@@ -168,7 +164,7 @@ async fn dispatch(
                     &bucket_info(state, &b).await.map_err(e)?,
                 ));
             }
-            let buckets = m.buckets.get_all(Some(true)).await.map_err(e)?;
+            let buckets = m.buckets.local().get_all(Some(true)).await.map_err(e)?;
             let list: Vec<api::BucketSummary> = buckets
                 .iter()
                 .map(|b| api::BucketSummary {
@@ -207,7 +203,7 @@ async fn dispatch(
                 // An empty tag releases the bucket.
                 b.owner_tag.update(Some(t).filter(|t| !t.is_empty()));
             }
-            m.buckets.insert(&b).await.map_err(e)?;
+            m.buckets.insert(&b).await.map_err(|x| e(x.into()))?;
             Ok(json(
                 StatusCode::OK,
                 &bucket_info(state, &b).await.map_err(e)?,
@@ -339,52 +335,4 @@ async fn bucket_info(state: &AdminState, b: &Bucket) -> crate::Result<api::Bucke
         bytes: u64::try_from(c.bytes).unwrap_or(0),
         unfinished_uploads: u64::try_from(c.uploads).unwrap_or(0),
     })
-}
-
-fn status(state: &AdminState) -> api::ClusterStatus {
-    let nodes = state
-        .membership
-        .nodes()
-        .into_iter()
-        .map(|n| api::NodeInfo {
-            node_id: n.id.to_hex(),
-            hostname: n
-                .info
-                .as_ref()
-                .map(|i| i.hostname.clone())
-                .unwrap_or_default(),
-            zone: n.info.as_ref().and_then(|i| i.zone.clone()),
-            rpc_addr: n.addresses.first().map(ToString::to_string),
-            is_up: n.is_up,
-            role: None,
-            version: if n.is_self {
-                env!("CARGO_PKG_VERSION").to_string()
-            } else {
-                String::new()
-            },
-        })
-        .collect();
-    api::ClusterStatus {
-        node_id: state.node_id.clone(),
-        layout_version: 0,
-        nodes,
-    }
-}
-
-/// Until layouts are applied, every node holds its own data: a node alone is fully
-/// replicated.
-fn health(state: &AdminState) -> api::ClusterHealth {
-    let nodes = state.membership.nodes();
-    let up = nodes.iter().filter(|n| n.is_up).count() as u64;
-    api::ClusterHealth {
-        status: api::HealthStatus::Healthy,
-        known_nodes: nodes.len() as u64,
-        connected_nodes: up,
-        storage_nodes: 1,
-        storage_nodes_up: 1,
-        partitions: 256,
-        partitions_quorum: 256,
-        partitions_all_ok: 256,
-        partitions_not_fully_replicated: 0,
-    }
 }

@@ -2,6 +2,7 @@
 //! Prometheus `/metrics`. Request and response types come from `storaged-api`.
 
 mod handlers;
+mod layout;
 pub mod metrics;
 
 use std::convert::Infallible;
@@ -32,6 +33,8 @@ pub struct AdminState {
     pub node_id: String,
     /// The peers this node knows.
     pub membership: crate::membership::Membership,
+    /// The cluster layout.
+    pub layout: crate::layout::manager::LayoutManager,
 }
 
 /// An admin API answer.

@@ -200,6 +200,13 @@ impl BlockManager {
         Ok(())
     }
 
+    /// Live references to `hash` on this node: resync fetches only chunks that something
+    /// here still references (a missing unreferenced chunk is garbage, not a loss).
+    pub async fn refcount(self: &Arc<Self>, hash: Hash) -> Result<u64> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || rc::refcount(&db, &hash)).await?
+    }
+
     /// Deletes chunks whose GC deadline passed and that are still unreferenced.
     pub async fn gc_once(self: &Arc<Self>) -> Result<usize> {
         let this = Arc::clone(self);

@@ -16,6 +16,13 @@ pub(super) fn create_tables(db: &Db) -> Result<()> {
     db.create_table(GC_TODO)
 }
 
+/// Live references to `hash` recorded on this node.
+pub(super) fn refcount(db: &Db, hash: &Hash) -> Result<u64> {
+    let txn = db.begin_read()?;
+    let rc = txn.open_table(RC)?;
+    Ok(rc.get(hash.as_bytes().as_slice())?.map_or(0, |v| v.value()))
+}
+
 /// One more reference to `hash`; runs inside the block-reference transaction.
 pub fn incref(txn: &WriteTransaction, hash: &Hash) -> Result<()> {
     let mut rc = txn.open_table(RC)?;

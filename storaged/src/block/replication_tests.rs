@@ -71,6 +71,13 @@ struct Node {
 }
 
 impl Node {
+    /// Records one live reference to `h` here: resync only fetches referenced chunks.
+    fn reference(&self, h: &Hash) {
+        let txn = self.manager.db.begin_write().unwrap();
+        super::incref(&txn, h).unwrap();
+        txn.commit().unwrap();
+    }
+
     async fn start(root: &tempfile::TempDir, name: &str) -> Self {
         let dir = root.path().join(name);
         let db = Db::open(&dir.join("meta")).unwrap();
@@ -375,11 +382,13 @@ async fn a_node_that_was_down_gets_the_chunk_through_resync() {
             .await
             .unwrap();
         assert!(!nodes[2].manager.has_block(&h));
-        // Queued while the node is down (as the block-reference sync would); the queue is
-        // on disk, so the worker started after the restart sees it.
+        // Referenced and queued while the node is down (as the block-reference sync
+        // would); the queue is on disk, so the worker started after the restart sees it.
+        nodes[2].reference(&h);
         nodes[2].queue.enqueue(h).unwrap();
         // A second chunk no peer has yet: the worker fails, backs off and retries.
         let (late, late_data) = chunk(20_000);
+        nodes[2].reference(&late);
         nodes[2].queue.enqueue(late).unwrap();
 
         nodes[2].restart().await;
@@ -475,6 +484,7 @@ async fn scrub_queues_a_corrupt_chunk_and_resync_repairs_it() {
             n.manager.write_block(h, data.clone()).await.unwrap();
         }
         let c = &nodes[2];
+        c.reference(&h);
         assert!(c.manager.set_corrupt_hook(c.queue.corrupt_hook()));
         let (plain, _) = c.manager.paths(&h);
         std::fs::write(&plain, b"bit rot").unwrap();

@@ -162,6 +162,33 @@ impl ResyncQueue {
     /// Sets the entry of `hash`; with `earlier_only`, an entry already due sooner is kept.
     fn schedule(&self, hash: &Hash, entry: ResyncEntry, earlier_only: bool) -> Result<()> {
         let txn = self.db.begin_write()?;
+        Self::schedule_in(&txn, hash, entry, earlier_only)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Queues `hash` for a check now inside `txn` (a table hook's transaction: a block
+    /// reference arriving for a chunk this node lacks), and wakes the worker; the worker
+    /// also polls, so a wake-up that comes before the commit is not lost.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn enqueue_in(&self, txn: &redb::WriteTransaction, hash: &Hash) -> Result<()> {
+        let entry = ResyncEntry {
+            due_ms: now_ms(),
+            attempts: 0,
+        };
+        Self::schedule_in(txn, hash, entry, true)?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    fn schedule_in(
+        txn: &redb::WriteTransaction,
+        hash: &Hash,
+        entry: ResyncEntry,
+        earlier_only: bool,
+    ) -> Result<()> {
         {
             let mut table = txn.open_table(RESYNC)?;
             let mut due = txn.open_table(RESYNC_DUE)?;
@@ -178,7 +205,6 @@ impl ResyncQueue {
             table.insert(hash.as_bytes().as_slice(), encode(&entry)?.as_slice())?;
             due.insert(due_key(entry.due_ms, hash).as_slice(), ())?;
         }
-        txn.commit()?;
         Ok(())
     }
 
@@ -438,7 +464,15 @@ impl ResyncWorker {
     ) -> Result<ResyncOutcome, String> {
         match self.manager.read_block(hash).await {
             Ok(_) => return Ok(ResyncOutcome::InPlace),
-            Err(Error::MissingBlock(_)) => {}
+            Err(Error::MissingBlock(_)) => {
+                // Nothing here references it (deleted, or its reference has not arrived
+                // yet: the reference's arrival queues it again).
+                let refs = (self.manager.refcount(hash).await)
+                    .map_err(|e| format!("cannot read the reference count: {e}"))?;
+                if refs == 0 {
+                    return Ok(ResyncOutcome::InPlace);
+                }
+            }
             Err(Error::CorruptBlock(_)) => self
                 .manager
                 .set_aside_corrupt(hash)

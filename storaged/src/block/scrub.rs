@@ -47,6 +47,16 @@ fn chunk_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 impl BlockManager {
+    /// Every chunk stored here (a directory walk: for the resync pass after a layout
+    /// change, which must look at each chunk once).
+    pub async fn local_chunks(self: &Arc<Self>) -> Result<Vec<Hash>> {
+        let dir = self.data_dir.clone();
+        let files = tokio::task::spawn_blocking(move || chunk_files(&dir)).await?;
+        let mut out: Vec<Hash> = files.iter().filter_map(|f| chunk_of(f)).collect();
+        out.dedup();
+        Ok(out)
+    }
+
     /// Verifies every stored chunk once, pausing `pause` between chunks so a scrub never
     /// starves client traffic on a small machine.
     pub async fn scrub_once(self: &Arc<Self>, pause: Duration) -> Result<ScrubReport> {

@@ -15,11 +15,12 @@
 //!   ([`ClusterLayout::write_sets`]), reads to the oldest live one, which is always synced
 //!   ([`ClusterLayout::read_nodes`]).
 //!
-//! The module is sans-IO: no sockets, no disk, no clock except the timestamps of staged
+//! Apart from [`manager`], which keeps the layout on disk and gossips it, the module is sans-IO: no sockets, no disk, no clock except the timestamps of staged
 //! changes (last-writer-wins between admins), so every decision is unit- and property-tested.
 
 pub mod assign;
 mod flow;
+pub mod manager;
 pub mod version;
 
 pub use assign::{AssignParams, Assignment, assign};

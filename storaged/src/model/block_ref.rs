@@ -62,6 +62,9 @@ impl Entry<Hash, Uuid> for BlockRef {
 pub struct BlockRefTable {
     /// How long a chunk outlives its last reference.
     pub gc_delay_ms: u64,
+    /// Where a reference to a chunk this node lacks queues it for fetching (a replica
+    /// that missed the chunk's write, or a new owner after a layout change).
+    pub resync: Option<(block::ResyncQueue, std::sync::Arc<block::BlockManager>)>,
 }
 
 impl TableSchema for BlockRefTable {
@@ -84,7 +87,15 @@ impl TableSchema for BlockRefTable {
         let was_live = old.is_some_and(|o| !o.deleted.0);
         let is_live = new.is_some_and(|n| !n.deleted.0);
         match (was_live, is_live, new.or(old)) {
-            (false, true, Some(r)) => block::incref(tx.raw(), &r.block),
+            (false, true, Some(r)) => {
+                block::incref(tx.raw(), &r.block)?;
+                match &self.resync {
+                    Some((queue, blocks)) if !blocks.has_block(&r.block) => {
+                        queue.enqueue_in(tx.raw(), &r.block)
+                    }
+                    _ => Ok(()),
+                }
+            }
             (true, false, Some(r)) => {
                 block::decref(tx.raw(), &r.block, now_ms() + self.gc_delay_ms)
             }

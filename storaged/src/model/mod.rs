@@ -12,15 +12,23 @@ pub mod perm;
 pub mod version;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::watch;
 
-use crate::block::BlockManager;
+use crate::block::{BlockManager, BlockReplicator, Placement, ResyncQueue, TablePlacement};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::table::{Db, EmptyKey, Table};
+use crate::layout::ClusterLayout;
+use crate::membership::NodeStatus;
+use crate::rpc::Rpc;
+use crate::table::{
+    Db, EmptyKey, FullReplication, LayoutReplication, ReplicatedTable, Table, TableReplication,
+    TableSchema,
+};
 use crate::util::crdt::Lww;
-use crate::util::id::Uuid;
+use crate::util::id::{Hash, Uuid};
 use crate::util::time::now_ms;
 
 pub use block_ref::{BlockRef, BlockRefTable};
@@ -32,50 +40,160 @@ pub use object::{Object, ObjectFilter, ObjectTable};
 pub use perm::BucketPerm;
 pub use version::{Version, VersionTable};
 
+/// How long one table call to one replica may take before it counts as failed.
+const TABLE_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the model needs from the cluster side of the node: the RPC layer to reach
+/// replicas, the layout that places data, and membership for zones.
+pub struct ClusterHandles {
+    /// RPC to peers (and to this node, in process).
+    pub rpc: Rpc,
+    /// The layout as it changes.
+    pub layout: watch::Receiver<Arc<ClusterLayout>>,
+    /// Membership's view of the nodes (zones for nearest-replica reads).
+    pub members: Option<watch::Receiver<Vec<NodeStatus>>>,
+}
+
 /// Every table and the chunk store of this node.
 pub struct Model {
     /// Metadata database.
     pub db: Db,
-    /// Chunk store.
+    /// Chunk store (this node's copies).
     pub blocks: Arc<BlockManager>,
-    /// Buckets by id.
-    pub buckets: Arc<Table<BucketTable>>,
-    /// Bucket names.
-    pub aliases: Arc<Table<BucketAliasTable>>,
-    /// Access keys.
-    pub keys: Arc<Table<KeyTable>>,
+    /// Chunks this node must fetch or hand over.
+    pub resync: ResyncQueue,
+    /// Chunk puts and gets across the chunk's replicas.
+    pub replicator: BlockReplicator,
+    /// Which nodes hold a chunk.
+    pub placement: Arc<dyn Placement>,
+    /// Buckets by id (on every node).
+    pub buckets: Arc<ReplicatedTable<BucketTable>>,
+    /// Bucket names (on every node).
+    pub aliases: Arc<ReplicatedTable<BucketAliasTable>>,
+    /// Access keys (on every node).
+    pub keys: Arc<ReplicatedTable<KeyTable>>,
     /// Objects.
-    pub objects: Arc<Table<ObjectTable>>,
+    pub objects: Arc<ReplicatedTable<ObjectTable>>,
     /// Version chunk lists.
-    pub versions: Arc<Table<VersionTable>>,
-    /// Chunk references.
-    pub block_refs: Arc<Table<BlockRefTable>>,
+    pub versions: Arc<ReplicatedTable<VersionTable>>,
+    /// Chunk references (with their chunks).
+    pub block_refs: Arc<ReplicatedTable<BlockRefTable>>,
     /// Multipart uploads.
-    pub mpus: Arc<Table<MpuTable>>,
+    pub mpus: Arc<ReplicatedTable<MpuTable>>,
     /// Chunk size.
     pub block_size: usize,
 }
 
 impl Model {
-    /// Opens every table under the configured directories.
-    pub fn open(config: &Config) -> Result<Arc<Self>> {
+    /// Opens every table under the configured directories, replicated as `cluster`'s
+    /// layout says, and registers the table and chunk services on its RPC.
+    pub fn open(config: &Config, cluster: &ClusterHandles) -> Result<Arc<Self>> {
         let db = Db::open(&config.metadata_dir)?;
         counters::create_table(&db)?;
         inflight::create_table(&db)?;
         let blocks = BlockManager::open(&config.data_dir, config.compression_level, db.clone())?;
+        let resync = ResyncQueue::open(db.clone())?;
+        blocks.set_corrupt_hook(resync.corrupt_hook());
+        crate::block::BlockRpcHandler::register(&cluster.rpc, Arc::clone(&blocks));
         let gc_delay_ms = config.background.block_gc_delay_secs.saturating_mul(1000);
+        let mode = config.consistency_mode;
+        let me = cluster.rpc.node_id();
+        let sharded: Arc<dyn TableReplication> =
+            Arc::new(LayoutReplication::new(cluster.layout.clone(), mode));
+        let everywhere: Arc<dyn TableReplication> =
+            Arc::new(FullReplication::new(cluster.layout.clone(), me, mode));
+        let rpc = &cluster.rpc;
+        fn open<F: TableSchema>(
+            schema: F,
+            db: &Db,
+            replication: &Arc<dyn TableReplication>,
+            rpc: &Rpc,
+        ) -> Result<Arc<ReplicatedTable<F>>> {
+            Ok(ReplicatedTable::new(
+                Table::open(schema, db.clone())?,
+                Arc::clone(replication),
+                rpc.clone(),
+                TABLE_CALL_TIMEOUT,
+            ))
+        }
+        let refs = BlockRefTable {
+            gc_delay_ms,
+            resync: Some((resync.clone(), Arc::clone(&blocks))),
+        };
         Ok(Arc::new(Self {
-            buckets: Table::open(BucketTable, db.clone())?,
-            aliases: Table::open(BucketAliasTable, db.clone())?,
-            keys: Table::open(KeyTable, db.clone())?,
-            objects: Table::open(ObjectTable, db.clone())?,
-            versions: Table::open(VersionTable, db.clone())?,
-            block_refs: Table::open(BlockRefTable { gc_delay_ms }, db.clone())?,
-            mpus: Table::open(MpuTable, db.clone())?,
+            buckets: open(BucketTable, &db, &everywhere, rpc)?,
+            aliases: open(BucketAliasTable, &db, &everywhere, rpc)?,
+            keys: open(KeyTable, &db, &everywhere, rpc)?,
+            objects: open(ObjectTable, &db, &sharded, rpc)?,
+            versions: open(VersionTable, &db, &sharded, rpc)?,
+            block_refs: open(refs, &db, &sharded, rpc)?,
+            mpus: open(MpuTable, &db, &sharded, rpc)?,
+            replicator: BlockReplicator::new(
+                cluster.rpc.clone(),
+                crate::block::ReplicationConfig::default(),
+            ),
+            placement: Arc::new(TablePlacement::new(
+                LayoutReplication::new(cluster.layout.clone(), mode),
+                cluster.members.clone(),
+            )),
+            resync,
             blocks,
             db,
             block_size: config.block_size,
         }))
+    }
+
+    /// The tables placed by partition (anti-entropy and layout sync walk their partitions).
+    #[must_use]
+    pub fn sharded_tables(&self) -> Vec<Arc<dyn crate::table::SyncTable>> {
+        vec![
+            Arc::clone(&self.objects) as Arc<dyn crate::table::SyncTable>,
+            Arc::clone(&self.versions) as _,
+            Arc::clone(&self.block_refs) as _,
+            Arc::clone(&self.mpus) as _,
+        ]
+    }
+
+    /// The tables every node holds whole.
+    #[must_use]
+    pub fn full_tables(&self) -> Vec<Arc<dyn crate::table::SyncTable>> {
+        vec![
+            Arc::clone(&self.keys) as Arc<dyn crate::table::SyncTable>,
+            Arc::clone(&self.buckets) as _,
+            Arc::clone(&self.aliases) as _,
+        ]
+    }
+
+    /// Stores a chunk on its replicas: returns once the write quorum of every live layout
+    /// version's set holds it (the other copies land in the background).
+    pub async fn put_chunk(&self, hash: Hash, data: Bytes) -> Result<()> {
+        let sets = self.placement.write_sets(&hash);
+        if sets.is_empty() {
+            return Err(Error::Unavailable(
+                "no cluster layout is applied: no node stores data yet".into(),
+            ));
+        }
+        let quorum = self.placement.write_quorum();
+        Ok(self
+            .replicator
+            .put_to_sets(hash, data, &sets, quorum)
+            .await?)
+    }
+
+    /// Reads a chunk, verified: from this node if it holds an intact copy, else from the
+    /// nearest replica that does (and a corrupt local copy is queued for repair).
+    pub async fn get_chunk(&self, hash: Hash) -> Result<Bytes> {
+        match self.blocks.read_block(hash).await {
+            Ok(data) => return Ok(data),
+            Err(Error::MissingBlock(_)) => {}
+            Err(Error::CorruptBlock(_)) => self.blocks.report_corrupt(hash),
+            Err(e) => tracing::warn!(block = %hash, error = %e, "local chunk read failed"),
+        }
+        let me = self.replicator.node_id();
+        let mut nodes: Vec<_> = self.placement.write_sets(&hash).concat();
+        nodes.retain(|n| *n != me);
+        let ordered = crate::block::preferred_order(me, &nodes, &self.placement.zones());
+        Ok(self.replicator.get_ordered(hash, &ordered).await?.1)
     }
 
     /// Starts the insert-queue drains of every table that hooks write to.
@@ -148,7 +266,7 @@ impl Model {
     pub async fn delete_bucket(&self, bucket: &Bucket) -> Result<()> {
         let has_objects = !self
             .objects
-            .get_range(
+            .get_range_filtered(
                 &bucket.id,
                 crate::table::RangeStart::First,
                 Some(ObjectFilter::IsData),
@@ -184,7 +302,7 @@ impl Model {
         loop {
             let batch = self
                 .objects
-                .get_range(&bucket.id, start.clone(), None, 256)
+                .get_range(&bucket.id, start.clone(), 256)
                 .await?;
             let Some(last) = batch.last() else { break };
             let mut next = last.key.as_bytes().to_vec();
@@ -273,7 +391,7 @@ impl Model {
         }
         let mut k = key.clone();
         k.deleted.0 = true;
-        self.keys.insert(&k).await
+        Ok(self.keys.insert(&k).await?)
     }
 
     /// Sets the rights of `key_id` on `bucket_id` (both sides of the grant); returns the
@@ -416,6 +534,35 @@ mod lifecycle_tests {
         Config::from_toml_and_env(&text, Vec::new()).expect("config")
     }
 
+    /// A model on a one-node cluster (this node owns every partition), as a lone
+    /// `storaged server` runs it.
+    async fn open_alone(dir: &std::path::Path) -> Arc<Model> {
+        use crate::layout::{LayoutChange, NodeRole};
+        let config = config(dir);
+        let net = crate::net::NetConfig::new(
+            "127.0.0.1:0".parse().expect("addr"),
+            [7; 32],
+            dir.join("node_key"),
+        );
+        let endpoint = crate::net::Endpoint::bind(net).await.expect("endpoint");
+        let rpc = Rpc::new(endpoint, crate::rpc::RpcConfig::default());
+        let mut layout = ClusterLayout::new(1);
+        layout
+            .stage(LayoutChange::Role {
+                node: rpc.node_id(),
+                role: Some(NodeRole::storage("dc1", 1 << 30)),
+            })
+            .expect("stage");
+        let (layout, _) = layout.apply(1).expect("apply");
+        let (_tx, rx) = watch::channel(Arc::new(layout));
+        let handles = ClusterHandles {
+            rpc,
+            layout: rx,
+            members: None,
+        };
+        Model::open(&config, &handles).expect("model")
+    }
+
     async fn wait_for(what: &str, mut cond: impl AsyncFnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !cond().await {
@@ -439,8 +586,7 @@ mod lifecycle_tests {
             .insert(&BlockRef::new(hash, uuid))
             .await
             .expect("ref");
-        m.blocks
-            .write_block(hash, Bytes::copy_from_slice(data))
+        m.put_chunk(hash, Bytes::copy_from_slice(data))
             .await
             .expect("block");
         hash
@@ -471,7 +617,7 @@ mod lifecycle_tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn overwrite_and_delete_release_chunks_but_shared_chunks_survive() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let m = Model::open(&config(dir.path())).expect("model");
+        let m = open_alone(dir.path()).await;
         let (_tx, rx) = watch::channel(false);
         m.spawn_workers(&rx);
         let bucket = Uuid::random();
@@ -512,7 +658,7 @@ mod lifecycle_tests {
         let uuid = Uuid::random();
         let hash;
         {
-            let m = Model::open(&config(dir.path())).expect("model");
+            let m = open_alone(dir.path()).await;
             m.begin_upload(uuid, bucket, "k", 10).await.expect("marker");
             let up = ObjectVersion {
                 uuid,
@@ -531,7 +677,7 @@ mod lifecycle_tests {
             hash = write_chunk(&m, uuid, b"half an upload").await;
             // "Crash": drop everything without finishing.
         }
-        let m = Model::open(&config(dir.path())).expect("reopen");
+        let m = open_alone(dir.path()).await;
         let (_tx, rx) = watch::channel(false);
         m.spawn_workers(&rx);
         assert_eq!(m.abort_interrupted_uploads().await.expect("cleanup"), 1);

@@ -89,13 +89,18 @@ pub(super) async fn copy_object(
                 .ok_or_else(|| s3s::S3Error::internal_error(crate::Error::MissingBlock(*first)))?;
             let mut v = Version::new(uuid);
             v.blocks = src_version.blocks.clone();
-            model.versions.insert(&v).await.s3()?;
-            let refs = v
+            let refs: Vec<BlockRef> = v
                 .blocks
                 .values()
                 .map(|b| BlockRef::new(b.hash, uuid))
                 .collect();
-            model.block_refs.insert_many(refs).await.s3()?;
+            // One round trip: the version and its references go out together.
+            let (a, b) = tokio::join!(
+                model.versions.insert(&v),
+                model.block_refs.insert_many(&refs)
+            );
+            a.s3()?;
+            b.s3()?;
             ObjectVersionData::FirstBlock(meta.clone(), *first)
         }
         _ => return Err(s3_error!(NoSuchKey)),

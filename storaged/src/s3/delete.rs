@@ -29,10 +29,10 @@ async fn delete_key(model: &Model, bucket: Uuid, key: &str) -> crate::Result<()>
         timestamp: next_timestamp(obj.last_timestamp()),
         state: ObjectVersionState::Complete(ObjectVersionData::DeleteMarker),
     };
-    model
+    Ok(model
         .objects
         .insert(&Object::new(bucket, key.to_string(), vec![marker]))
-        .await
+        .await?)
 }
 
 pub(super) async fn delete_object(

@@ -23,6 +23,13 @@ impl From<Error> for S3Error {
                 S3Error::with_message(S3ErrorCode::InvalidBucketName, why)
             }
             Error::NoSuchAccessKey(_) => s3_error!(InvalidAccessKeyId),
+            Error::Unavailable(why) => {
+                tracing::warn!(error = %why, "request refused: replicas unavailable");
+                S3Error::with_message(
+                    S3ErrorCode::ServiceUnavailable,
+                    format!("not enough replicas reachable, retry later: {why}"),
+                )
+            }
             other => {
                 tracing::error!(error = %other, "internal error");
                 S3Error::with_message(
@@ -39,9 +46,9 @@ pub(super) trait OrS3<T> {
     fn s3(self) -> s3s::S3Result<T>;
 }
 
-impl<T> OrS3<T> for Result<T, Error> {
+impl<T, E: Into<Error>> OrS3<T> for Result<T, E> {
     fn s3(self) -> s3s::S3Result<T> {
-        self.map_err(S3Error::from)
+        self.map_err(|e| S3Error::from(e.into()))
     }
 }
 

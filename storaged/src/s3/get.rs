@@ -205,8 +205,10 @@ pub(super) async fn body_stream(
                 .map(move |(off, hash, size, _)| {
                     let model = Arc::clone(&model);
                     let range = range.clone();
-                    async move {
-                        let data = model.blocks.read_block(hash).await?;
+                    // A task per chunk: the fetch runs while earlier chunks stream out,
+                    // and the stream stays `Sync` whatever the RPC future is.
+                    tokio::spawn(async move {
+                        let data = model.get_chunk(hash).await?;
                         let from = range.start.saturating_sub(off).min(size);
                         let to = (range.end - off).min(size);
                         let (from, to) = (
@@ -214,9 +216,10 @@ pub(super) async fn body_stream(
                             usize::try_from(to).unwrap_or(0),
                         );
                         Ok::<_, crate::Error>(data.slice(from..to.min(data.len())))
-                    }
+                    })
                 })
-                .buffered(2);
+                .buffered(3)
+                .map(|joined| joined.map_err(crate::Error::from).and_then(|r| r));
             Ok(StreamingBlob::wrap(s))
         }
         ObjectVersionData::DeleteMarker => Err(s3_error!(NoSuchKey)),

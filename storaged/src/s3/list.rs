@@ -54,7 +54,7 @@ pub(super) async fn walk(
     'outer: loop {
         let batch = model
             .objects
-            .get_range(
+            .get_range_filtered(
                 &bucket,
                 RangeStart::From(cursor.clone()),
                 Some(ObjectFilter::IsData),

@@ -366,27 +366,35 @@ pub(super) async fn complete(
     let final_uuid = Uuid::random();
     let mut version = Version::new(final_uuid);
     let mut size = 0;
-    for (_, p) in &chosen {
-        let pv = model
-            .versions
-            .get(&p.version, &EmptyKey)
-            .await
-            .s3()?
-            .unwrap_or_else(|| Version::new(p.version));
+    // The parts' chunk lists, read concurrently (one round trip, not one per part).
+    let part_versions = futures::future::try_join_all(
+        chosen
+            .iter()
+            .map(|(_, p)| model.versions.get(&p.version, &EmptyKey)),
+    )
+    .await
+    .s3()?;
+    for ((_, p), pv) in chosen.iter().zip(part_versions) {
+        let pv = pv.unwrap_or_else(|| Version::new(p.version));
         version
             .blocks
             .extend(pv.blocks.iter().map(|(k, v)| (*k, *v)));
         size += p.size.unwrap_or(0);
     }
-    model.versions.insert(&version).await.s3()?;
     let refs: Vec<BlockRef> = version
         .blocks
         .values()
         .map(|b| BlockRef::new(b.hash, final_uuid))
         .collect();
-    model.block_refs.insert_many(refs).await.s3()?;
-
-    let existing = model.objects.get(&bucket.id, &i.key).await.s3()?;
+    // One round trip for the three independent calls.
+    let (a, b, existing) = tokio::join!(
+        model.versions.insert(&version),
+        model.block_refs.insert_many(&refs),
+        model.objects.get(&bucket.id, &i.key),
+    );
+    a.s3()?;
+    b.s3()?;
+    let existing = existing.s3()?;
     let headers = existing
         .as_ref()
         .and_then(|o| o.versions().iter().find(|v| v.uuid == mpu.upload_id))
@@ -533,7 +541,7 @@ pub(super) async fn list_uploads(
     let start = i.key_marker.clone().unwrap_or_default().max(prefix.clone());
     let objs = model
         .objects
-        .get_range(
+        .get_range_filtered(
             &bucket.id,
             RangeStart::From(start.into_bytes()),
             Some(ObjectFilter::IsUploading),

@@ -99,13 +99,18 @@ async fn store_chunk(
     };
     let mut v = Version::new(version);
     v.blocks.insert(pos, block);
-    model.versions.insert(&v).await.s3()?;
-    model
-        .block_refs
-        .insert(&BlockRef::new(hash, version))
-        .await
-        .s3()?;
-    model.blocks.write_block(hash, data).await.s3()?;
+    // One round trip: the chunk goes to its replicas while its version entry and its
+    // reference go to theirs. The reference may land before the chunk: the replica then
+    // queues the chunk for resync, which finds it arrived (or fetches it).
+    let block_ref = BlockRef::new(hash, version);
+    let (a, b, c) = tokio::join!(
+        model.versions.insert(&v),
+        model.block_refs.insert(&block_ref),
+        model.put_chunk(hash, data),
+    );
+    a.s3()?;
+    b.s3()?;
+    c.s3()?;
     Ok((pos, block))
 }
 

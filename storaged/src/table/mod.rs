@@ -23,7 +23,7 @@ pub mod sync_rpc;
 
 pub use db::{Db, UpdateTx};
 pub use replicated::{CallError, ReplicatedTable, ReplicationError};
-pub use replication::{LayoutReplication, LocalOnly, Quorums, TableReplication};
+pub use replication::{FullReplication, LayoutReplication, LocalOnly, Quorums, TableReplication};
 pub use schema::{EmptyKey, Entry, PartitionKey, SortKey, TableSchema};
 pub use sync::{NodeSync, SyncError, SyncReport, SyncTable, run_anti_entropy, sync_all};
 
@@ -224,11 +224,29 @@ impl<F: TableSchema> Table<F> {
         Ok(())
     }
 
-    /// Drains this table's part of the insert queue until `shutdown` flips.
-    pub async fn run_queue_worker(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    /// Drains this table's part of the insert queue into the local table until `shutdown`
+    /// flips (a single node; a replicated table drains through its replicas instead).
+    pub async fn run_queue_worker(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
+        let this = Arc::clone(&self);
+        self.drain_queue_into(shutdown, move |entries| {
+            let this = Arc::clone(&this);
+            async move { this.insert_many(entries).await }
+        })
+        .await;
+    }
+
+    /// Drains this table's part of the insert queue through `insert` until `shutdown`
+    /// flips; an entry leaves the queue only once `insert` succeeded.
+    pub async fn drain_queue_into<Fut>(
+        self: Arc<Self>,
+        mut shutdown: watch::Receiver<bool>,
+        insert: impl Fn(Vec<F::E>) -> Fut,
+    ) where
+        Fut: std::future::Future<Output = Result<()>>,
+    {
         loop {
             let notified = self.db.queue_notified();
-            match self.drain_queue_once().await {
+            match self.drain_queue_once(&insert).await {
                 Ok(true) => continue,
                 Ok(false) => {}
                 Err(e) => tracing::warn!(table = F::TABLE_NAME, error = %e, "insert queue"),
@@ -242,7 +260,13 @@ impl<F: TableSchema> Table<F> {
     }
 
     /// Moves one batch of queued entries into the table; `true` if it did any work.
-    async fn drain_queue_once(self: &Arc<Self>) -> Result<bool> {
+    async fn drain_queue_once<Fut>(
+        self: &Arc<Self>,
+        insert: &impl Fn(Vec<F::E>) -> Fut,
+    ) -> Result<bool>
+    where
+        Fut: std::future::Future<Output = Result<()>>,
+    {
         let db = self.db.clone();
         let batch =
             tokio::task::spawn_blocking(move || db.queue_batch(F::TABLE_NAME, 256)).await??;
@@ -253,7 +277,7 @@ impl<F: TableSchema> Table<F> {
             .iter()
             .map(|(_, v)| decode::<F::E>(v))
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        self.insert_many(entries).await?;
+        insert(entries).await?;
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || db.queue_remove(&batch)).await??;
         Ok(true)

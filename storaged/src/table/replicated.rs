@@ -294,6 +294,54 @@ impl<F: TableSchema> ReplicatedTable<F> {
         Ok(merged.into_values().take(limit).collect())
     }
 
+    /// Like [`Self::get_range`], keeping only the entries that match `filter`: reads pages
+    /// of `limit` until `limit` entries matched or the partition ends.
+    ///
+    /// # Errors
+    /// As [`Self::get`].
+    pub async fn get_range_filtered(
+        &self,
+        partition: &F::P,
+        mut start: RangeStart,
+        filter: Option<F::Filter>,
+        limit: usize,
+    ) -> Result<Vec<F::E>, ReplicationError> {
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let page = self.get_range(partition, start, limit).await?;
+            let full = page.len() == limit;
+            let Some(last) = page.last() else { break };
+            let mut next = last.sort_key().sort_key().into_owned();
+            next.push(0);
+            start = RangeStart::From(next);
+            out.extend(
+                page.into_iter()
+                    .filter(|e| filter.as_ref().is_none_or(|f| F::matches_filter(e, f))),
+            );
+            if !full {
+                break;
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// Drains the local insert queue of this table (entries that hooks of other tables
+    /// produced) into the replicas, until `shutdown` flips.
+    pub async fn run_queue_worker(self: Arc<Self>, shutdown: tokio::sync::watch::Receiver<bool>) {
+        let this = Arc::clone(&self);
+        Arc::clone(&self.local)
+            .drain_queue_into(shutdown, move |entries| {
+                let this = Arc::clone(&this);
+                async move {
+                    this.insert_many(&entries)
+                        .await
+                        .map_err(|e| crate::Error::Unavailable(e.to_string()))
+                }
+            })
+            .await;
+    }
+
     /// Waits for the read repairs started so far (graceful shutdown, tests).
     pub async fn flush_repairs(&self) {
         let mut running =

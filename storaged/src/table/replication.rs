@@ -133,6 +133,63 @@ impl TableReplication for LayoutReplication {
     }
 }
 
+/// Every node of the layout stores every entry: for the small tables that each request
+/// reads (access keys, buckets, bucket names), so that authorising a request costs no
+/// network round trip. Writes go to every node with a role in each live version and
+/// succeed when all but the replication factor's tolerated faults stored them; reads are
+/// local (a write is seen everywhere once its last copies land, which the write sends at
+/// once and anti-entropy completes), as in Garage.
+#[derive(Clone, Debug)]
+pub struct FullReplication {
+    layout: watch::Receiver<Arc<ClusterLayout>>,
+    me: NodeId,
+    mode: ConsistencyMode,
+}
+
+impl FullReplication {
+    /// Every node of the layouts on `layout`; this node is `me`.
+    #[must_use]
+    pub fn new(
+        layout: watch::Receiver<Arc<ClusterLayout>>,
+        me: NodeId,
+        mode: ConsistencyMode,
+    ) -> Self {
+        Self { layout, me, mode }
+    }
+}
+
+impl TableReplication for FullReplication {
+    fn write_sets(&self, _: &Hash) -> Vec<Vec<NodeId>> {
+        let layout = Arc::clone(&self.layout.borrow());
+        let mut sets: Vec<Vec<NodeId>> = Vec::new();
+        for v in layout.versions().filter(|v| v.is_assigned()) {
+            let nodes: Vec<NodeId> = v.roles.keys().copied().collect();
+            if sets.last() != Some(&nodes) {
+                sets.push(nodes);
+            }
+        }
+        sets
+    }
+
+    fn read_nodes(&self, _: &Hash) -> Vec<NodeId> {
+        vec![self.me]
+    }
+
+    fn quorums(&self) -> Quorums {
+        let layout = Arc::clone(&self.layout.borrow());
+        let rf = layout.current().replication_factor;
+        let tolerated = rf - Quorums::new(rf, self.mode).write.min(rf);
+        let smallest = (layout.versions().filter(|v| v.is_assigned()))
+            .map(|v| v.roles.len())
+            .min()
+            .unwrap_or(1);
+        Quorums {
+            write: smallest.saturating_sub(tolerated).max(1),
+            read: 1,
+        }
+    }
+}
+
 /// Groups `items` by the write sets of their partition hash, so that one request per
 /// destination carries every entry it must store (entries of different partitions that
 /// share nodes travel together). Deterministic order, for reproducible tests.

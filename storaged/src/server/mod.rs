@@ -19,65 +19,14 @@ use crate::admin::metrics::{Metrics, RequestLabels};
 use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::membership::{Membership, MembershipConfig};
 use crate::model::Model;
-use crate::net::{Endpoint, NetConfig};
-use crate::rpc::{Rpc, RpcConfig};
+
+mod cluster;
 
 /// Largest request head (request line + headers) a client may send.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// How long in-flight requests get to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-
-/// The cluster side of the node: its QUIC endpoint, the RPC server and membership.
-struct ClusterSide {
-    endpoint: Endpoint,
-    rpc_server: crate::rpc::RpcServer,
-    membership: Membership,
-}
-
-/// Binds the QUIC endpoint (node identity + cluster-secret TLS) and starts membership.
-async fn start_cluster_side(config: &Config) -> Result<ClusterSide> {
-    let net_cfg = NetConfig::new(
-        config.rpc_bind_addr,
-        config.rpc_secret_bytes(),
-        config.metadata_dir.join(crate::net::NODE_KEY_FILE),
-    );
-    let endpoint = Endpoint::bind(net_cfg)
-        .await
-        .map_err(|e| Error::Config(format!("rpc_bind_addr {}: {e}", config.rpc_bind_addr)))?;
-    let rpc = Rpc::new(endpoint.clone(), RpcConfig::default());
-    let rpc_server = rpc.serve();
-    let b = &config.background;
-    let mut mc = MembershipConfig::new(config.metadata_dir.clone());
-    mc.bootstrap_peers = config.bootstrap_peers.clone();
-    mc.default_port = config.rpc_bind_addr.port();
-    mc.zone = config.zone.clone();
-    mc.public_addr = public_addr(config).await;
-    mc.ping_interval = Duration::from_millis(b.ping_interval_ms);
-    mc.ping_timeout = Duration::from_millis(b.ping_timeout_ms);
-    mc.failures_before_down = b.failures_before_down;
-    mc.dns_refresh = Duration::from_secs(b.dns_refresh_secs.max(1));
-    let membership = Membership::start(rpc, mc).await?;
-    Ok(ClusterSide {
-        endpoint,
-        rpc_server,
-        membership,
-    })
-}
-
-/// `rpc_public_addr` resolved (it may be a DNS name, like a pod's headless Service entry,
-/// which may not resolve yet at start: then peers learn our address when we dial them).
-async fn public_addr(config: &Config) -> Option<SocketAddr> {
-    let addr = config.rpc_public_addr.as_deref()?;
-    match tokio::net::lookup_host(addr).await {
-        Ok(mut it) => it.next(),
-        Err(e) => {
-            tracing::warn!(rpc_public_addr = addr, error = %e, "cannot resolve rpc_public_addr yet");
-            None
-        }
-    }
-}
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
     TcpListener::bind(addr)
@@ -182,11 +131,13 @@ pub async fn shutdown_signal() {
 
 /// Runs the daemon until `stop` resolves.
 pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<()> {
-    let model = Model::open(&config)?;
-    let cluster = start_cluster_side(&config).await?;
+    let cluster = cluster::start(&config).await?;
+    let model = Model::open(&config, &cluster.handles())?;
+    cluster::assign_self_if_alone(&config, &cluster).await?;
     let node_id = cluster.endpoint.node_id().to_hex();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     model.spawn_workers(&shutdown_rx);
+    cluster::spawn_workers(&cluster, &model, &config, &shutdown_rx);
     tokio::spawn(Arc::clone(&model.blocks).run_gc_worker(
         Duration::from_secs(config.background.gc_interval_secs.max(1)),
         shutdown_rx.clone(),
@@ -275,6 +226,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<()> {
         metrics,
         node_id,
         membership: cluster.membership.clone(),
+        layout: cluster.layout.clone(),
     });
     let admin_task = tokio::spawn(serve(
         admin_listener,
@@ -298,9 +250,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<()> {
     let _ = shutdown_tx.send(true);
     let _ = s3_task.await;
     let _ = admin_task.await;
-    cluster.membership.shutdown().await;
-    cluster.rpc_server.shutdown().await;
-    cluster.endpoint.close("node stopping");
+    cluster.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }

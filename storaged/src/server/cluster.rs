@@ -1,0 +1,306 @@
+//! The cluster side of a node: its QUIC endpoint, RPC server, membership and layout, and
+//! the background work that keeps replicas complete (chunk resync, the layout transition
+//! protocol, the chunk re-check after a layout change).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt as _;
+use tokio::sync::watch;
+
+use crate::block::{ResyncConfig, ResyncWorker};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::layout::manager::{LayoutManager, SyncFn};
+use crate::layout::{ClusterLayout, LayoutChange, N_PARTITIONS, NodeId, NodeRole};
+use crate::membership::{Membership, MembershipConfig};
+use crate::model::{ClusterHandles, Model};
+use crate::net::{Endpoint, NetConfig};
+use crate::rpc::{Rpc, RpcConfig, RpcServer};
+use crate::table::{run_anti_entropy, sync_all};
+
+/// How often the layout is compared with the peers' (pull if behind, push if ahead).
+const LAYOUT_GOSSIP_INTERVAL: Duration = Duration::from_secs(2);
+/// How soon a layout transition that could not complete is retried.
+const TRANSITION_RETRY: Duration = Duration::from_secs(5);
+/// Zone of a single node that did not name one.
+const DEFAULT_ZONE: &str = "dc1";
+
+/// The cluster side of the node.
+pub(super) struct ClusterSide {
+    pub(super) endpoint: Endpoint,
+    pub(super) rpc: Rpc,
+    pub(super) rpc_server: RpcServer,
+    pub(super) membership: Membership,
+    pub(super) layout: LayoutManager,
+}
+
+impl ClusterSide {
+    /// What the model needs to place and reach replicas.
+    pub(super) fn handles(&self) -> ClusterHandles {
+        ClusterHandles {
+            rpc: self.rpc.clone(),
+            layout: self.layout.watch(),
+            members: Some(self.membership.watch()),
+        }
+    }
+
+    /// Stops membership, the RPC server and the endpoint, in that order.
+    pub(super) async fn shutdown(self) {
+        self.membership.shutdown().await;
+        self.rpc_server.shutdown().await;
+        self.endpoint.close("node stopping");
+    }
+}
+
+/// Binds the QUIC endpoint (node identity + cluster-secret TLS), starts membership and
+/// loads the layout.
+pub(super) async fn start(config: &Config) -> Result<ClusterSide> {
+    let layout = crate::layout::manager::load(&config.metadata_dir, config.replication_factor)?;
+    let net_cfg = NetConfig::new(
+        config.rpc_bind_addr,
+        config.rpc_secret_bytes(),
+        config.metadata_dir.join(crate::net::NODE_KEY_FILE),
+    );
+    let endpoint = Endpoint::bind(net_cfg)
+        .await
+        .map_err(|e| Error::Config(format!("rpc_bind_addr {}: {e}", config.rpc_bind_addr)))?;
+    let rpc = Rpc::new(endpoint.clone(), RpcConfig::default());
+    let rpc_server = rpc.serve();
+    let b = &config.background;
+    let mut mc = MembershipConfig::new(config.metadata_dir.clone());
+    mc.bootstrap_peers = config.bootstrap_peers.clone();
+    mc.default_port = config.rpc_bind_addr.port();
+    mc.zone = config.zone.clone();
+    mc.public_addr = public_addr(config).await;
+    mc.ping_interval = Duration::from_millis(b.ping_interval_ms);
+    mc.ping_timeout = Duration::from_millis(b.ping_timeout_ms);
+    mc.failures_before_down = b.failures_before_down;
+    mc.dns_refresh = Duration::from_secs(b.dns_refresh_secs.max(1));
+    let membership = Membership::start(rpc.clone(), mc).await?;
+    let layout = LayoutManager::new(
+        layout,
+        &config.metadata_dir,
+        rpc.clone(),
+        membership.clone(),
+    );
+    Ok(ClusterSide {
+        endpoint,
+        rpc,
+        rpc_server,
+        membership,
+        layout,
+    })
+}
+
+/// `rpc_public_addr` resolved (it may be a DNS name, like a pod's headless Service entry,
+/// which may not resolve yet at start: then peers learn our address when we dial them).
+async fn public_addr(config: &Config) -> Option<SocketAddr> {
+    let addr = config.rpc_public_addr.as_deref()?;
+    match tokio::net::lookup_host(addr).await {
+        Ok(mut it) => it.next(),
+        Err(e) => {
+            tracing::warn!(rpc_public_addr = addr, error = %e, "cannot resolve rpc_public_addr yet");
+            None
+        }
+    }
+}
+
+/// Single-node mode: a node with `replication_factor = 1`, no `bootstrap_peers` and no
+/// layout yet gives itself the whole layout (its zone, its disk's size), so that
+/// `storaged server` alone serves at once. Any other node waits for an admin's layout.
+pub(super) async fn assign_self_if_alone(config: &Config, side: &ClusterSide) -> Result<()> {
+    let layout = side.layout.layout();
+    if layout.version() > 0 || config.replication_factor != 1 || !config.bootstrap_peers.is_empty()
+    {
+        return Ok(());
+    }
+    let me = side.rpc.node_id();
+    let zone = config
+        .zone
+        .clone()
+        .unwrap_or_else(|| DEFAULT_ZONE.to_owned());
+    let capacity = disk_size(&config.data_dir).unwrap_or(1 << 40);
+    let applied = side
+        .layout
+        .update(|cur: &ClusterLayout| {
+            let mut next = cur.clone();
+            next.stage(LayoutChange::Role {
+                node: me,
+                role: Some(NodeRole::storage(zone, capacity)),
+            })?;
+            next.apply(cur.version() + 1)
+        })
+        .await?;
+    match applied {
+        Ok(_) => {
+            tracing::info!("single node: assigned itself the whole layout");
+            Ok(())
+        }
+        Err(e) => Err(Error::Config(format!(
+            "cannot assign the single-node layout: {e}"
+        ))),
+    }
+}
+
+/// Size of the filesystem holding `dir`, the default capacity of a lone node.
+fn disk_size(dir: &Path) -> Option<u64> {
+    std::fs::create_dir_all(dir).ok()?;
+    let st = nix::sys::statvfs::statvfs(dir).ok()?;
+    st.blocks().checked_mul(st.fragment_size())
+}
+
+/// Starts the replication workers of the node.
+pub(super) fn spawn_workers(
+    side: &ClusterSide,
+    model: &Arc<Model>,
+    config: &Config,
+    shutdown: &watch::Receiver<bool>,
+) {
+    tokio::spawn(
+        side.layout
+            .clone()
+            .run_gossip(LAYOUT_GOSSIP_INTERVAL, shutdown.clone()),
+    );
+    let b = &config.background;
+    let resync_cfg = ResyncConfig {
+        retry_min: Duration::from_secs(b.resync_retry_secs.max(1)),
+        idle_poll: Duration::from_secs(b.resync_retry_secs.max(1)),
+        ..ResyncConfig::default()
+    };
+    let worker = ResyncWorker::new(
+        model.resync.clone(),
+        Arc::clone(&model.blocks),
+        model.replicator.clone(),
+        Arc::clone(&model.placement),
+        resync_cfg,
+    );
+    tokio::spawn(worker.run(shutdown.clone()));
+    tokio::spawn(recheck_chunks_on_layout_change(
+        Arc::clone(model),
+        side.layout.watch(),
+        shutdown.clone(),
+    ));
+    let sync: SyncFn = {
+        let model = Arc::clone(model);
+        Arc::new(move |layout| {
+            let model = Arc::clone(&model);
+            async move { node_synced(&model, &layout).await }.boxed()
+        })
+    };
+    tokio::spawn(
+        side.layout
+            .clone()
+            .run_sync_worker(sync, TRANSITION_RETRY, shutdown.clone()),
+    );
+    let me = side.rpc.node_id();
+    let interval = b.anti_entropy_interval();
+    let layout = side.layout.clone();
+    tokio::spawn(run_anti_entropy(
+        model.sharded_tables(),
+        move || held_partitions(&layout.layout(), me, true),
+        interval,
+        shutdown.clone(),
+    ));
+    let layout = side.layout.clone();
+    tokio::spawn(run_anti_entropy(
+        model.full_tables(),
+        move || all_partitions_if_member(&layout.layout(), me),
+        interval,
+        shutdown.clone(),
+    ));
+}
+
+/// The partitions `me` holds in some live version (`any_version`) or in the current one.
+fn held_partitions(layout: &ClusterLayout, me: NodeId, any_version: bool) -> Vec<u16> {
+    (0..N_PARTITIONS)
+        .filter_map(|p| u16::try_from(p).ok())
+        .filter(|&p| {
+            if any_version {
+                layout.write_sets(p).iter().any(|s| s.contains(&me))
+            } else {
+                layout.nodes_of(p).contains(&me)
+            }
+        })
+        .collect()
+}
+
+/// Every partition if `me` has a role in some live version (full-replication tables).
+fn all_partitions_if_member(layout: &ClusterLayout, me: NodeId) -> Vec<u16> {
+    if layout.versions().any(|v| v.roles.contains_key(&me)) {
+        (0..N_PARTITIONS)
+            .filter_map(|p| u16::try_from(p).ok())
+            .collect()
+    } else {
+        Vec::new()
+    }
+}
+
+/// Whether this node holds everything its partitions of `layout`'s current version need:
+/// the metadata synced from the replicas of every live version (a read quorum of each,
+/// so every acknowledged write), and no chunk left to fetch.
+async fn node_synced(model: &Arc<Model>, layout: &ClusterLayout) -> bool {
+    let me = model.replicator.node_id();
+    let sharded = held_partitions(layout, me, false);
+    if let Err(e) = sync_all(&model.sharded_tables(), &sharded).await {
+        tracing::info!(error = %e, "layout transition: metadata not synced yet");
+        return false;
+    }
+    let full = all_partitions_if_member(layout, me);
+    if let Err(e) = sync_all(&model.full_tables(), &full).await {
+        tracing::info!(error = %e, "layout transition: metadata not synced yet");
+        return false;
+    }
+    match model.resync.len() {
+        Ok(0) => true,
+        Ok(n) => {
+            tracing::info!(chunks = n, "layout transition: chunks still to resync");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the resync queue");
+            false
+        }
+    }
+}
+
+/// After every layout change, queues every local chunk for a resync check: the ones this
+/// node no longer owns are handed to their owners and dropped, and nothing owned is lost.
+async fn recheck_chunks_on_layout_change(
+    model: Arc<Model>,
+    mut layouts: watch::Receiver<Arc<ClusterLayout>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut seen = layouts.borrow_and_update().clone();
+    loop {
+        tokio::select! {
+            r = layouts.changed() => if r.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+        let now = layouts.borrow_and_update().clone();
+        let placement_changed =
+            now.version() != seen.version() || now.versions().count() != seen.versions().count();
+        seen = now;
+        if !placement_changed {
+            continue;
+        }
+        match model.blocks.local_chunks().await {
+            Ok(chunks) => {
+                let n = chunks.len();
+                for h in chunks {
+                    if let Err(e) = model.resync.enqueue(h) {
+                        tracing::warn!(error = %e, "cannot queue a chunk for resync");
+                        break;
+                    }
+                }
+                tracing::info!(
+                    chunks = n,
+                    "layout changed: local chunks queued for a resync check"
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list local chunks"),
+        }
+    }
+}
