@@ -71,6 +71,36 @@ pub(super) fn apply_object_delta(
     Ok(())
 }
 
+/// The counters service: a node that does not hold a bucket's object partition (a
+/// gateway, or any node of a cluster larger than the replication factor) asks one that
+/// does, since counters are kept by the object table's hook where the objects are.
+#[derive(Debug)]
+pub struct CountersRpc;
+
+impl crate::rpc::Service for CountersRpc {
+    const NAME: &'static str = "counters";
+    type Req = Uuid;
+    type Resp = Result<BucketCounts, String>;
+}
+
+/// Serves [`CountersRpc`] from the local counters.
+pub(super) struct CountersHandler(pub(super) Db);
+
+#[async_trait::async_trait]
+impl crate::rpc::Handler<CountersRpc> for CountersHandler {
+    async fn handle(
+        &self,
+        _from: crate::rpc::NodeId,
+        bucket: Uuid,
+    ) -> Result<BucketCounts, String> {
+        let db = self.0.clone();
+        match tokio::task::spawn_blocking(move || read(&db, &bucket)).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
 /// Current counts of a bucket.
 pub(super) fn read(db: &Db, bucket: &Uuid) -> Result<BucketCounts> {
     let txn = db.begin_read()?;

@@ -82,6 +82,10 @@ pub struct Model {
     pub mpus: Arc<ReplicatedTable<MpuTable>>,
     /// Chunk size.
     pub block_size: usize,
+    /// Where partitioned entries live (the bucket counters' holders).
+    sharded: Arc<dyn TableReplication>,
+    /// RPC to peers.
+    rpc: Rpc,
 }
 
 impl Model {
@@ -103,6 +107,7 @@ impl Model {
         let everywhere: Arc<dyn TableReplication> =
             Arc::new(FullReplication::new(cluster.layout.clone(), me, mode));
         let rpc = &cluster.rpc;
+        rpc.register::<counters::CountersRpc>(Arc::new(counters::CountersHandler(db.clone())));
         fn open<F: TableSchema>(
             schema: F,
             db: &Db,
@@ -125,6 +130,8 @@ impl Model {
             aliases: open(BucketAliasTable, &db, &everywhere, rpc)?,
             keys: open(KeyTable, &db, &everywhere, rpc)?,
             objects: open(ObjectTable, &db, &sharded, rpc)?,
+            sharded: Arc::clone(&sharded),
+            rpc: rpc.clone(),
             versions: open(VersionTable, &db, &sharded, rpc)?,
             block_refs: open(refs, &db, &sharded, rpc)?,
             mpus: open(MpuTable, &db, &sharded, rpc)?,
@@ -419,9 +426,28 @@ impl Model {
 
     /// Object/byte/upload counts of a bucket.
     pub async fn counts(&self, bucket: &Uuid) -> Result<BucketCounts> {
-        let db = self.db.clone();
-        let bucket = *bucket;
-        tokio::task::spawn_blocking(move || counters::read(&db, &bucket)).await?
+        let me = self.replicator.node_id();
+        let holders = self.sharded.read_nodes(bucket);
+        if holders.is_empty() || holders.contains(&me) {
+            let db = self.db.clone();
+            let bucket = *bucket;
+            return tokio::task::spawn_blocking(move || counters::read(&db, &bucket)).await?;
+        }
+        let mut errors = Vec::new();
+        for node in crate::block::preferred_order(me, &holders, &self.placement.zones()) {
+            match (self.rpc)
+                .call::<counters::CountersRpc>(node, bucket, TABLE_CALL_TIMEOUT)
+                .await
+            {
+                Ok(Ok(c)) => return Ok(c),
+                Ok(Err(e)) => errors.push(format!("{node}: {e}")),
+                Err(e) => errors.push(format!("{node}: {e}")),
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "no replica of the bucket's objects answered for its counters: {}",
+            errors.join("; ")
+        )))
     }
 }
 

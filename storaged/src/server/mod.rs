@@ -149,11 +149,26 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<()> {
     ));
     let metrics = Arc::new(Metrics::new());
     let cleanup = Arc::clone(&model);
+    let mut stopping = shutdown_rx.clone();
     tokio::spawn(async move {
-        match cleanup.abort_interrupted_uploads().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(aborted = n, "released uploads interrupted by the last stop"),
-            Err(e) => tracing::warn!(error = %e, "could not clean up interrupted uploads"),
+        // Peers may not be up yet at start (the replicas of the objects): retry until done.
+        let mut wait = Duration::from_secs(1);
+        loop {
+            match cleanup.abort_interrupted_uploads().await {
+                Ok(0) => return,
+                Ok(n) => {
+                    tracing::info!(aborted = n, "released uploads interrupted by the last stop");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?wait, "could not clean up interrupted uploads yet")
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = stopping.changed() => return,
+            }
+            wait = (wait * 2).min(Duration::from_secs(60));
         }
     });
 
