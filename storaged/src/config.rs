@@ -182,6 +182,13 @@ pub struct BackgroundConfig {
     /// up to ten minutes), and between idle looks at the resync queue.
     #[serde(default = "default_resync_retry")]
     pub resync_retry_secs: u64,
+    /// Seconds a table tombstone (a deleted version, block reference, upload, an object
+    /// left with only a delete marker, an alias pointing nowhere) is kept after it was
+    /// stored before the tombstone GC may remove it from every replica. It bounds how late
+    /// a write older than the deletion may still arrive (a retried request, a slow queue)
+    /// without resurrecting what was deleted; the GC runs every `gc_interval_secs`.
+    #[serde(default = "default_tombstone_gc_delay")]
+    pub tombstone_gc_delay_secs: u64,
 }
 
 impl Default for BackgroundConfig {
@@ -197,6 +204,7 @@ impl Default for BackgroundConfig {
             dns_refresh_secs: default_dns_refresh(),
             anti_entropy_interval_secs: default_anti_entropy_interval(),
             resync_retry_secs: default_resync_retry(),
+            tombstone_gc_delay_secs: default_tombstone_gc_delay(),
         }
     }
 }
@@ -212,6 +220,12 @@ impl BackgroundConfig {
     #[must_use]
     pub fn anti_entropy_interval(&self) -> Duration {
         Duration::from_secs(self.anti_entropy_interval_secs)
+    }
+
+    /// [`Self::tombstone_gc_delay_secs`] as a duration (what the tombstone GC worker takes).
+    #[must_use]
+    pub fn tombstone_gc_delay(&self) -> Duration {
+        Duration::from_secs(self.tombstone_gc_delay_secs)
     }
 }
 
@@ -284,6 +298,9 @@ fn default_anti_entropy_interval() -> u64 {
 fn default_resync_retry() -> u64 {
     10
 }
+fn default_tombstone_gc_delay() -> u64 {
+    86_400
+}
 fn default_max_connections() -> usize {
     1024
 }
@@ -333,6 +350,7 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("background", "dns_refresh_secs", Kind::Int),
     ("background", "anti_entropy_interval_secs", Kind::Int),
     ("background", "resync_retry_secs", Kind::Int),
+    ("background", "tombstone_gc_delay_secs", Kind::Int),
     ("limits", "max_connections", Kind::Int),
     ("limits", "header_read_timeout_secs", Kind::Int),
 ];

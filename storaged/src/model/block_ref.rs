@@ -78,6 +78,12 @@ impl TableSchema for BlockRefTable {
         !e.deleted.0
     }
 
+    /// A released reference was already counted down when it was stored; only the
+    /// "deleted" flag is left.
+    fn is_tombstone(entry: &BlockRef) -> bool {
+        entry.deleted.0
+    }
+
     fn updated(
         &self,
         tx: &mut UpdateTx<'_>,

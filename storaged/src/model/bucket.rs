@@ -100,6 +100,14 @@ impl TableSchema for BucketTable {
     fn matches_filter(entry: &Bucket, live_only: &bool) -> bool {
         !live_only || entry.is_live()
     }
+
+    /// Never: a deleted bucket's tombstone is what makes a late alias write that points its
+    /// name at the old id resolve to nothing ([`super::Model::bucket_by_name`] checks the
+    /// bucket is live), and what keeps a stale write of the bucket (name, grants) from
+    /// bringing it back. Buckets are few; their tombstones stay.
+    fn is_tombstone(_: &Bucket) -> bool {
+        false
+    }
 }
 
 /// Global bucket name → bucket id.
@@ -138,6 +146,14 @@ impl TableSchema for BucketAliasTable {
 
     fn matches_filter(entry: &BucketAlias, (): &()) -> bool {
         entry.bucket_id.v.is_some()
+    }
+
+    /// A name pointing nowhere. Safe to remove only because bucket tombstones are never
+    /// collected: should a late write point the name back at the deleted bucket's id, the
+    /// lookup finds that bucket deleted and the name free, and the next `create_bucket`
+    /// writes a newer timestamp over it.
+    fn is_tombstone(entry: &BucketAlias) -> bool {
+        entry.bucket_id.v.is_none()
     }
 }
 

@@ -84,6 +84,14 @@ impl TableSchema for KeyTable {
     fn matches_filter(entry: &Key, live_only: &bool) -> bool {
         !live_only || entry.is_live()
     }
+
+    /// Never: a deleted key still holds its secret (the merge keeps it), its tombstone is
+    /// what makes `import_key` refuse to reuse the id, and a late write of the live key
+    /// after a collection would make a revoked credential valid again. Keys are few; their
+    /// tombstones stay.
+    fn is_tombstone(_: &Key) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

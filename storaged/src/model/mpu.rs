@@ -121,6 +121,12 @@ impl TableSchema for MpuTable {
         !e.deleted.0
     }
 
+    /// A completed or aborted upload has no parts left (the merge clears them and its hook
+    /// released their versions); every reader treats it as absent (`NoSuchUpload`).
+    fn is_tombstone(entry: &MultipartUpload) -> bool {
+        entry.deleted.0
+    }
+
     /// Releases the part versions once the upload is completed or aborted.
     fn updated(
         &self,

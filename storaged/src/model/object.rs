@@ -328,6 +328,23 @@ impl TableSchema for ObjectTable {
     type E = Object;
     type Filter = ObjectFilter;
 
+    /// Only delete markers and aborted uploads left: no data version, no upload or PUT in
+    /// progress, so no listing, read, counter or chunk depends on the entry. The prune
+    /// keeps aborted versions so that an abort reaches every copy still holding the upload
+    /// open; the GC removes the entry only once every replica holds this same value and the
+    /// GC delay (a day by default, as [`ABORTED_TOMBSTONE_TTL_MS`]) passed, which gives the
+    /// same guarantee. (Versioned buckets, whose delete markers are listed versions, will
+    /// have to keep them.)
+    fn is_tombstone(entry: &Object) -> bool {
+        entry.versions.iter().all(|v| {
+            matches!(
+                v.state,
+                ObjectVersionState::Aborted
+                    | ObjectVersionState::Complete(ObjectVersionData::DeleteMarker)
+            )
+        })
+    }
+
     fn matches_filter(entry: &Object, filter: &ObjectFilter) -> bool {
         match filter {
             ObjectFilter::IsData => entry.current().is_some(),

@@ -100,6 +100,12 @@ impl TableSchema for VersionTable {
         true
     }
 
+    /// A deleted version has released its chunks and can hold no more (the merge clears
+    /// them): it only says "deleted", and an absent version means the same to readers.
+    fn is_tombstone(entry: &Version) -> bool {
+        entry.deleted.0
+    }
+
     fn updated(
         &self,
         tx: &mut UpdateTx<'_>,

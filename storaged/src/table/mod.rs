@@ -12,9 +12,12 @@
 //! changing the local API: [`replication`] says where a partition's entries live and which
 //! quorums apply (sans-IO), [`sync_rpc`] is the per-table service through which nodes store
 //! and read each other's replicas, and [`ReplicatedTable`] fronts a local [`Table`] with
-//! quorum writes, quorum reads with CRDT merge, and read repair.
+//! quorum writes, quorum reads with CRDT merge, and read repair. Entries a schema calls
+//! tombstones are recorded as GC candidates when stored, and [`gc`] removes them once every
+//! replica holds the same one.
 
 mod db;
+pub mod gc;
 mod replicated;
 pub mod replication;
 mod schema;
@@ -22,6 +25,7 @@ pub mod sync;
 pub mod sync_rpc;
 
 pub use db::{Db, UpdateTx};
+pub use gc::{GcError, GcReport, GcTable, run_tombstone_gc};
 pub use replicated::{CallError, ReplicatedTable, ReplicationError};
 pub use replication::{FullReplication, LayoutReplication, LocalOnly, Quorums, TableReplication};
 pub use schema::{EmptyKey, Entry, PartitionKey, SortKey, TableSchema};
@@ -83,6 +87,7 @@ impl<F: TableSchema> Table<F> {
     /// Opens (creating if needed) the table in `db`.
     pub fn open(schema: F, db: Db) -> Result<Arc<Self>> {
         db.create_table(definition::<F>())?;
+        gc::create_todo::<F>(&db)?;
         Ok(Arc::new(Self { schema, db }))
     }
 
@@ -111,7 +116,11 @@ impl<F: TableSchema> Table<F> {
                 let mut new = old.clone().unwrap_or_else(|| entry.clone());
                 new.merge(entry);
                 if old.as_ref() != Some(&new) {
-                    table.insert(key.as_slice(), encode(&new)?.as_slice())?;
+                    let bytes = encode(&new)?;
+                    table.insert(key.as_slice(), bytes.as_slice())?;
+                    if F::is_tombstone(&new) {
+                        gc::record_candidate::<F>(&txn, &key, &bytes)?;
+                    }
                     changes.push((old, new));
                 }
             }

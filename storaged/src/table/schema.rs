@@ -82,6 +82,15 @@ pub trait TableSchema: Send + Sync + 'static {
     /// Whether `entry` passes `filter`.
     fn matches_filter(entry: &Self::E, filter: &Self::Filter) -> bool;
 
+    /// Whether `entry` carries nothing any more but "this was deleted", so that once every
+    /// replica holds exactly this value (and the tombstone GC delay passed) it can be
+    /// removed without changing what any read returns ([`super::gc`]). Only say `true` when
+    /// an absent entry means the same as this one to every reader, including the merge
+    /// with a later write: the default keeps every entry forever.
+    fn is_tombstone(_entry: &Self::E) -> bool {
+        false
+    }
+
     /// Runs in the transaction that changed an entry from `old` to `new`, so derived state
     /// (counters, reference counts, queued inserts into other tables) never drifts.
     fn updated(

@@ -99,6 +99,21 @@ pub enum TableReq {
         /// from the first.
         start: Option<Vec<u8>>,
     },
+    /// The hash of the local copy of each entry (the tombstone GC checks that every
+    /// replica holds exactly the same tombstone before removing it; hashes, not entries,
+    /// since only equality matters).
+    EntryHashes {
+        /// Storage keys, at most [`super::gc::MAX_ITEMS`].
+        keys: Vec<Vec<u8>>,
+    },
+    /// Remove each entry whose local copy still hashes to the given hash and is a
+    /// tombstone, in one transaction, without running hooks (the last step of the
+    /// tombstone GC, once every replica was seen holding that same tombstone).
+    DeleteIfEqual {
+        /// (storage key, hash of the tombstone's bytes), at most
+        /// [`super::gc::MAX_ITEMS`].
+        items: Vec<(Vec<u8>, Hash)>,
+    },
 }
 
 /// Responses of a table service.
@@ -123,6 +138,11 @@ pub enum TableResp {
         /// Where the next page starts.
         next: Option<Vec<u8>>,
     },
+    /// The hash of each asked entry's local bytes, in request order (`None`: not stored).
+    EntryHashes(Vec<Option<Hash>>),
+    /// The conditional delete is committed; how many entries it removed (the others
+    /// changed since, or were gone).
+    Deleted(u64),
 }
 
 /// Serves [`TableRpc<F>`] from the local replica.
@@ -185,6 +205,30 @@ impl<F: TableSchema> TableHandler<F> {
         })
         .await?
     }
+
+    async fn entry_hashes(&self, keys: Vec<Vec<u8>>) -> Result<TableResp> {
+        if keys.len() > super::gc::MAX_ITEMS {
+            return Ok(TableResp::Error(format!(
+                "{} keys in one request",
+                keys.len()
+            )));
+        }
+        let table = Arc::clone(&self.table);
+        tokio::task::spawn_blocking(move || table.entry_hashes(&keys).map(TableResp::EntryHashes))
+            .await?
+    }
+
+    async fn delete_if_equal(&self, items: Vec<(Vec<u8>, Hash)>) -> Result<TableResp> {
+        if items.len() > super::gc::MAX_ITEMS {
+            return Ok(TableResp::Error(format!(
+                "{} items in one request",
+                items.len()
+            )));
+        }
+        let table = Arc::clone(&self.table);
+        tokio::task::spawn_blocking(move || table.delete_if_equal(&items).map(TableResp::Deleted))
+            .await?
+    }
 }
 
 #[async_trait::async_trait]
@@ -218,6 +262,8 @@ impl<F: TableSchema> Handler<TableRpc<F>> for TableHandler<F> {
                     }),
                 None => Ok(TableResp::Error(format!("no partition {partition}"))),
             },
+            TableReq::EntryHashes { keys } => self.entry_hashes(keys).await,
+            TableReq::DeleteIfEqual { items } => self.delete_if_equal(items).await,
         };
         result.unwrap_or_else(|e| {
             tracing::warn!(table = F::TABLE_NAME, peer = %from, error = %e, "table request failed");
