@@ -120,6 +120,24 @@ impl ResyncQueue {
         })
     }
 
+    /// Every chunk queued, due or not (a layout transition waits for those queued when it
+    /// started, not for the ones that writes keep adding).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn snapshot(&self) -> Result<HashSet<Hash>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(RESYNC)?;
+        let mut out = HashSet::new();
+        for item in table.iter()? {
+            let (k, _) = item?;
+            if let Ok(b) = <[u8; 32]>::try_from(k.value()) {
+                out.insert(Hash::from(b));
+            }
+        }
+        Ok(out)
+    }
+
     /// Chunks queued, due or not.
     ///
     /// # Errors
@@ -167,15 +185,21 @@ impl ResyncQueue {
         Ok(())
     }
 
-    /// Queues `hash` for a check now inside `txn` (a table hook's transaction: a block
-    /// reference arriving for a chunk this node lacks), and wakes the worker; the worker
-    /// also polls, so a wake-up that comes before the commit is not lost.
+    /// Queues `hash` for a check after `delay` inside `txn` (a table hook's transaction: a
+    /// block reference arriving for a chunk this node lacks, whose own put may still be on
+    /// its way: the delay lets it land instead of racing it), and wakes the worker; the
+    /// worker also polls, so a wake-up that comes before the commit is not lost.
     ///
     /// # Errors
     /// Database errors.
-    pub fn enqueue_in(&self, txn: &redb::WriteTransaction, hash: &Hash) -> Result<()> {
+    pub fn enqueue_in(
+        &self,
+        txn: &redb::WriteTransaction,
+        hash: &Hash,
+        delay: Duration,
+    ) -> Result<()> {
         let entry = ResyncEntry {
-            due_ms: now_ms(),
+            due_ms: now_ms().saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)),
             attempts: 0,
         };
         Self::schedule_in(txn, hash, entry, true)?;

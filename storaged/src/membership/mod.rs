@@ -635,6 +635,7 @@ impl Shared {
             }
         };
         if changed {
+            self.rpc.set_down(node, !ok);
             tracing::info!(%node, up = ok, "node is {}", if ok { "up" } else { "down" });
             self.publish();
         }
@@ -750,7 +751,7 @@ async fn ping(shared: Arc<Shared>, node: NodeId) {
     let req = MembershipReq::Ping(shared.gossip());
     let result = shared
         .rpc
-        .call::<MembershipRpc>(node, &req, shared.cfg.ping_timeout)
+        .probe::<MembershipRpc>(node, &req, shared.cfg.ping_timeout)
         .await;
     let ok = match result {
         Ok(MembershipResp::Pong(gossip)) => {

@@ -58,6 +58,10 @@ impl Entry<Hash, Uuid> for BlockRef {
     }
 }
 
+/// How long a reference to a missing chunk waits before resync looks for the chunk: the
+/// chunk's own put runs concurrently with its reference's and usually lands within it.
+const RESYNC_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Schema of the block reference table.
 pub struct BlockRefTable {
     /// How long a chunk outlives its last reference.
@@ -97,7 +101,7 @@ impl TableSchema for BlockRefTable {
                 block::incref(tx.raw(), &r.block)?;
                 match &self.resync {
                     Some((queue, blocks)) if !blocks.has_block(&r.block) => {
-                        queue.enqueue_in(tx.raw(), &r.block)
+                        queue.enqueue_in(tx.raw(), &r.block, RESYNC_GRACE)
                     }
                     _ => Ok(()),
                 }

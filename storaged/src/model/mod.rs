@@ -161,6 +161,29 @@ impl Model {
         ]
     }
 
+    /// Drops this node's copy of layout partition `partition` in every partitioned table
+    /// (once it is no longer an owner and the new owners are synced).
+    pub async fn drop_partition(&self, partition: u8) -> Result<usize> {
+        let mut n = self.objects.local().drop_partition(partition).await?;
+        n += self.versions.local().drop_partition(partition).await?;
+        n += self.block_refs.local().drop_partition(partition).await?;
+        n += self.mpus.local().drop_partition(partition).await?;
+        Ok(n)
+    }
+
+    /// The tables whose tombstones are collected (buckets and keys keep theirs: see their
+    /// schemas).
+    #[must_use]
+    pub fn gc_tables(&self) -> Vec<Arc<dyn crate::table::GcTable>> {
+        vec![
+            Arc::clone(&self.objects) as Arc<dyn crate::table::GcTable>,
+            Arc::clone(&self.versions) as _,
+            Arc::clone(&self.block_refs) as _,
+            Arc::clone(&self.mpus) as _,
+            Arc::clone(&self.aliases) as _,
+        ]
+    }
+
     /// The tables every node holds whole.
     #[must_use]
     pub fn full_tables(&self) -> Vec<Arc<dyn crate::table::SyncTable>> {

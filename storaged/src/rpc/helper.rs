@@ -26,6 +26,8 @@ pub struct Rpc {
 }
 
 struct Inner {
+    /// Nodes the failure detector declared down (see [`RpcError::Down`]).
+    down: RwLock<std::collections::HashSet<NodeId>>,
     cache: ConnCache,
     cfg: RpcConfig,
     handlers: RwLock<HashMap<&'static str, Entry>>,
@@ -82,6 +84,7 @@ impl Rpc {
     pub fn new(endpoint: Endpoint, cfg: RpcConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
+                down: RwLock::new(std::collections::HashSet::new()),
                 cache: ConnCache::new(endpoint, cfg.clone()),
                 cfg,
                 handlers: RwLock::new(HashMap::new()),
@@ -161,12 +164,50 @@ impl Rpc {
             .map_err(|_| RpcError::Timeout(timeout))?
     }
 
+    /// Records the failure detector's verdict on `node`: while it is down, [`Self::call`]
+    /// fails at once with [`RpcError::Down`], so a quorum call gives up on a silent peer
+    /// without waiting for its timeout.
+    pub fn set_down(&self, node: NodeId, down: bool) {
+        let mut set = self
+            .inner
+            .down
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if down {
+            set.insert(node);
+        } else {
+            set.remove(&node);
+        }
+    }
+
     /// Sends `req` to `node` and waits at most `timeout` for its response. A call to this
-    /// node runs the local handler directly.
+    /// node runs the local handler directly; a call to a node declared down fails at once.
+    ///
+    /// # Errors
+    /// [`RpcError::Down`], connection, timeout, encoding or remote errors.
+    pub async fn call<S: Service>(
+        &self,
+        node: NodeId,
+        req: &S::Req,
+        timeout: Duration,
+    ) -> Result<S::Resp, RpcError> {
+        let down = self
+            .inner
+            .down
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&node);
+        if down {
+            return Err(RpcError::Down(node));
+        }
+        self.probe::<S>(node, req, timeout).await
+    }
+
+    /// [`Self::call`] even to a node declared down: the failure detector's own probes.
     ///
     /// # Errors
     /// Connection, timeout, encoding or remote errors.
-    pub async fn call<S: Service>(
+    pub async fn probe<S: Service>(
         &self,
         node: NodeId,
         req: &S::Req,

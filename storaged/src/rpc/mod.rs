@@ -176,6 +176,11 @@ pub enum RpcError {
         /// Why the last attempt failed.
         last_error: String,
     },
+    /// The failure detector has declared the node down: calls fail at once instead of
+    /// waiting out their timeout on a link that went silent (membership's pings still
+    /// probe it and lift this when it answers).
+    #[error("node {0} is down")]
+    Down(NodeId),
     /// The node answered that it could not handle the request.
     #[error("remote: {0}")]
     Remote(#[from] RemoteError),

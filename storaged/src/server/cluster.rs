@@ -2,6 +2,7 @@
 //! the background work that keeps replicas complete (chunk resync, the layout transition
 //! protocol, the chunk re-check after a layout change).
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -19,7 +20,8 @@ use crate::membership::{Membership, MembershipConfig};
 use crate::model::{ClusterHandles, Model};
 use crate::net::{Endpoint, NetConfig};
 use crate::rpc::{Rpc, RpcConfig, RpcServer};
-use crate::table::{run_anti_entropy, sync_all};
+use crate::table::{run_anti_entropy, run_tombstone_gc, sync_all};
+use crate::util::id::Hash;
 
 /// How often the layout is compared with the peers' (pull if behind, push if ahead).
 const LAYOUT_GOSSIP_INTERVAL: Duration = Duration::from_secs(2);
@@ -185,9 +187,10 @@ pub(super) fn spawn_workers(
     ));
     let sync: SyncFn = {
         let model = Arc::clone(model);
+        let pending = Arc::new(std::sync::Mutex::new(None));
         Arc::new(move |layout| {
-            let model = Arc::clone(&model);
-            async move { node_synced(&model, &layout).await }.boxed()
+            let (model, pending) = (Arc::clone(&model), Arc::clone(&pending));
+            async move { node_synced(&model, &layout, &pending).await }.boxed()
         })
     };
     tokio::spawn(
@@ -202,6 +205,12 @@ pub(super) fn spawn_workers(
         model.sharded_tables(),
         move || held_partitions(&layout.layout(), me, true),
         interval,
+        shutdown.clone(),
+    ));
+    tokio::spawn(run_tombstone_gc(
+        model.gc_tables(),
+        b.tombstone_gc_delay(),
+        Duration::from_secs(b.gc_interval_secs.max(1)),
         shutdown.clone(),
     ));
     let layout = side.layout.clone();
@@ -238,10 +247,14 @@ fn all_partitions_if_member(layout: &ClusterLayout, me: NodeId) -> Vec<u16> {
     }
 }
 
+/// The chunks a transition to a layout version waits for: those queued for resync once
+/// the metadata was synced (later ones come from writes, which reached the new owners).
+type PendingChunks = std::sync::Mutex<Option<(u64, HashSet<Hash>)>>;
+
 /// Whether this node holds everything its partitions of `layout`'s current version need:
 /// the metadata synced from the replicas of every live version (a read quorum of each,
-/// so every acknowledged write), and no chunk left to fetch.
-async fn node_synced(model: &Arc<Model>, layout: &ClusterLayout) -> bool {
+/// so every acknowledged write), and the chunks that sync found missing fetched.
+async fn node_synced(model: &Arc<Model>, layout: &ClusterLayout, pending: &PendingChunks) -> bool {
     let me = model.replicator.node_id();
     let sharded = held_partitions(layout, me, false);
     if let Err(e) = sync_all(&model.sharded_tables(), &sharded).await {
@@ -253,15 +266,58 @@ async fn node_synced(model: &Arc<Model>, layout: &ClusterLayout) -> bool {
         tracing::info!(error = %e, "layout transition: metadata not synced yet");
         return false;
     }
-    match model.resync.len() {
-        Ok(0) => true,
-        Ok(n) => {
-            tracing::info!(chunks = n, "layout transition: chunks still to resync");
-            false
-        }
+    let queued = match model.resync.snapshot() {
+        Ok(q) => q,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the resync queue");
-            false
+            return false;
+        }
+    };
+    let mut guard = pending
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let version = layout.version();
+    let waiting = match guard.take() {
+        Some((v, set)) if v == version => set,
+        _ => queued.clone(),
+    };
+    let left: HashSet<Hash> = waiting.intersection(&queued).copied().collect();
+    if left.is_empty() {
+        return true;
+    }
+    tracing::info!(
+        chunks = left.len(),
+        "layout transition: chunks still to resync"
+    );
+    *guard = Some((version, left));
+    false
+}
+
+/// Once a layout change is complete (one live version), drops the table entries of the
+/// partitions this node no longer stores: their owners are synced, and keeping them would
+/// let stale entries come back if the node became an owner again.
+async fn drop_partitions_left(model: &Arc<Model>, layouts: &watch::Receiver<Arc<ClusterLayout>>) {
+    let me = model.replicator.node_id();
+    for p in 0..N_PARTITIONS {
+        let Ok(p) = u8::try_from(p) else { continue };
+        // Looked up again for each partition: a new layout may arrive meanwhile.
+        let layout = Arc::clone(&layouts.borrow());
+        if layout.versions().count() != 1 || !layout.current().is_assigned() {
+            return;
+        }
+        if layout.nodes_of(u16::from(p)).contains(&me) {
+            continue;
+        }
+        match model.drop_partition(p).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                partition = p,
+                entries = n,
+                "dropped a partition this node no longer stores"
+            ),
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "cannot drop a partition this node no longer stores")
+            }
         }
     }
 }
@@ -274,6 +330,7 @@ async fn recheck_chunks_on_layout_change(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut seen = layouts.borrow_and_update().clone();
+    drop_partitions_left(&model, &layouts).await;
     loop {
         tokio::select! {
             r = layouts.changed() => if r.is_err() { return },
@@ -286,6 +343,7 @@ async fn recheck_chunks_on_layout_change(
         if !placement_changed {
             continue;
         }
+        drop_partitions_left(&model, &layouts).await;
         match model.blocks.local_chunks().await {
             Ok(chunks) => {
                 let n = chunks.len();

@@ -18,6 +18,7 @@
 
 mod db;
 pub mod gc;
+mod offload;
 mod replicated;
 pub mod replication;
 mod schema;

@@ -178,16 +178,28 @@ impl<F: TableSchema> ReplicatedTable<F> {
                 return Err(ReplicationError::NoNodes);
             }
             let tracker = SetsTracker::new(sets, quorum);
-            let mut rx =
-                self.spawn_calls(
-                    &tracker.nodes(),
-                    TableReq::Update(encoded),
-                    |_, r| match r {
-                        TableResp::Updated => Ok(()),
-                        _ => Err(CallError::Unexpected("not an update acknowledgement")),
-                    },
-                );
-            self.await_quorum(tracker, &mut rx).await.map(|_| ())
+            let nodes = tracker.nodes();
+            let mut rx = self.spawn_calls(&nodes, TableReq::Update(encoded), |_, r| match r {
+                TableResp::Updated => Ok(()),
+                _ => Err(CallError::Unexpected("not an update acknowledgement")),
+            });
+            let acked = self.await_quorum(tracker, &mut rx).await?;
+            // A replica's own copy is in the quorum's answer too, so that this node's
+            // local reads (full-replication tables read locally) see its own writes. The
+            // local call is in process: this costs no round trip.
+            let me = self.rpc.node_id();
+            if nodes.contains(&me) && !acked.iter().any(|(n, ())| *n == me) {
+                while let Some((node, r)) = rx.recv().await {
+                    if node == me {
+                        return r.map_err(|e| ReplicationError::Quorum {
+                            needed: quorum,
+                            got: acked.len(),
+                            errors: vec![(me, e)],
+                        });
+                    }
+                }
+            }
+            Ok(())
         });
         futures::future::try_join_all(writes).await.map(|_| ())
     }
