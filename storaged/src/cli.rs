@@ -297,6 +297,11 @@ pub enum LayoutCmd {
         #[arg(long)]
         version: u64,
     },
+    /// Stage how many zones each partition must span.
+    ZoneRedundancy {
+        /// A number of zones, or `max` (as many as there are, the default).
+        value: String,
+    },
     /// Discard the staged changes.
     Revert {
         /// The current version.
@@ -595,6 +600,7 @@ pub async fn layout(c: &Connection, cmd: LayoutCmd) -> anyhow::Result<()> {
                         tags: tag,
                     }),
                 }],
+                zone_redundancy: None,
             };
             let l: api::LayoutInfo = client.post(paths::LAYOUT_STAGE, &req).await?;
             print(c.json, &l, layout_human)
@@ -606,6 +612,23 @@ pub async fn layout(c: &Connection, cmd: LayoutCmd) -> anyhow::Result<()> {
                     node_id,
                     role: None,
                 }],
+                zone_redundancy: None,
+            };
+            let l: api::LayoutInfo = client.post(paths::LAYOUT_STAGE, &req).await?;
+            print(c.json, &l, layout_human)
+        }
+        LayoutCmd::ZoneRedundancy { value } => {
+            let zr = if value.eq_ignore_ascii_case("max") || value.eq_ignore_ascii_case("maximum") {
+                api::ZoneRedundancy::Maximum
+            } else {
+                let n: u64 = value.parse().map_err(|_| {
+                    anyhow::anyhow!("zone redundancy {value:?} must be a number of zones or `max`")
+                })?;
+                api::ZoneRedundancy::AtLeast(n)
+            };
+            let req = api::StageLayoutRequest {
+                changes: Vec::new(),
+                zone_redundancy: Some(zr),
             };
             let l: api::LayoutInfo = client.post(paths::LAYOUT_STAGE, &req).await?;
             print(c.json, &l, layout_human)

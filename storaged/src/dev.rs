@@ -332,7 +332,13 @@ async fn assign_roles(nodes: &[Node]) -> anyhow::Result<u64> {
         return Ok(layout.version);
     }
     let _: serde_json::Value = admin
-        .post(paths::LAYOUT_STAGE, &api::StageLayoutRequest { changes })
+        .post(
+            paths::LAYOUT_STAGE,
+            &api::StageLayoutRequest {
+                changes,
+                zone_redundancy: None,
+            },
+        )
         .await
         .context("staging the dev nodes' roles")?;
     let applied: api::ApplyLayoutResponse = admin

@@ -342,6 +342,7 @@ async fn apply_layout(
         admin
             .stage_layout(&StageLayoutRequest {
                 changes: plan.changes.clone(),
+                zone_redundancy: None,
             })
             .await?;
     }

@@ -54,6 +54,7 @@ fn layout(version: u64, roles: &[(&str, &str)]) -> LayoutInfo {
             .collect(),
         staged: vec![],
         staged_partition_moves: 0,
+        zone_redundancy: None,
     }
 }
 

@@ -368,6 +368,9 @@ pub struct LayoutInfo {
     /// Partitions that would move if the staged changes were applied.
     #[serde(default)]
     pub staged_partition_moves: u64,
+    /// Zone redundancy of the current version (`None`: maximum).
+    #[serde(default)]
+    pub zone_redundancy: Option<u64>,
 }
 
 /// `POST /v1/layout/stage`.
@@ -375,6 +378,19 @@ pub struct LayoutInfo {
 pub struct StageLayoutRequest {
     /// Changes to stage (merged with those already staged).
     pub changes: Vec<StagedRoleChange>,
+    /// A new zone redundancy to stage, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone_redundancy: Option<ZoneRedundancy>,
+}
+
+/// How many distinct zones each partition's replicas must span.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ZoneRedundancy {
+    /// As many zones as there are (up to the replication factor): the default.
+    Maximum,
+    /// At least this many zones; the assignment may then use capacity more fully.
+    AtLeast(u64),
 }
 
 /// `POST /v1/layout/apply` and `/revert`: the version the caller expects next, so two

@@ -61,6 +61,7 @@ pub(super) fn layout_info(l: &ClusterLayout) -> api::LayoutInfo {
                 role: r.clone().map(Into::into),
             })
             .collect(),
+        zone_redundancy: l.current().zone_redundancy.map(|z| z as u64),
         staged_partition_moves: if l.staging().is_empty() {
             0
         } else {
@@ -96,6 +97,16 @@ pub(super) async fn route(
                     node: parse_node(&c.node_id)?,
                     role: c.role.map(Into::into),
                 });
+            }
+            match req.zone_redundancy {
+                None => {}
+                Some(api::ZoneRedundancy::Maximum) => {
+                    changes.push(LayoutChange::ZoneRedundancy(None));
+                }
+                Some(api::ZoneRedundancy::AtLeast(n)) => {
+                    let n = usize::try_from(n).unwrap_or(usize::MAX);
+                    changes.push(LayoutChange::ZoneRedundancy(Some(n)));
+                }
             }
             updated_or_reply(
                 lm.update(|cur| {
