@@ -139,6 +139,23 @@ def test_presigned_get_and_put(s3, bucket):
     assert r.headers.get("ETag") == f'"{md5_hex(payload)}"'
 
 
+def test_empty_put_with_expect_closes_its_connection(s3, bucket):
+    """An empty body with `Expect: 100-continue` is answered without `100 Continue` (there is
+    no body to wait for); botocore then mis-parses the next response on that connection
+    (boto/botocore#3010: aws-cli multipart uploads failed with KeyError 'ETag' right after
+    syncing an empty file), so the server must not keep that connection."""
+    url = s3.generate_presigned_url(
+        "put_object", Params={"Bucket": bucket, "Key": "expect/empty"}, ExpiresIn=300
+    )
+    r = requests.put(url, data=b"", headers={"Expect": "100-continue"}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.headers.get("Connection", "").lower() == "close", r.headers
+    # A non-empty body keeps its connection (100 Continue, then the answer).
+    r = requests.put(url, data=b"x", headers={"Expect": "100-continue"}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.headers.get("Connection", "").lower() != "close", r.headers
+
+
 def test_presigned_get_with_response_overrides(s3, bucket):
     s3.put_object(Bucket=bucket, Key="o", Body=b"x", ContentType="application/octet-stream")
     url = s3.generate_presigned_url(

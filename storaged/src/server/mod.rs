@@ -202,6 +202,16 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<()> {
                         .get(http::header::CONTENT_LENGTH)
                         .is_some_and(|v| v != "0")
                         || req.headers().contains_key(http::header::TRANSFER_ENCODING);
+                    // `Expect: 100-continue` on an empty body gets its final answer without a
+                    // `100 Continue` (hyper sends none for an empty body); botocore then
+                    // mis-parses the next response on that connection (boto/botocore#3010:
+                    // aws-cli uploads fail with `KeyError: 'ETag'`), so that connection is
+                    // not reused.
+                    let empty_expect = req
+                        .headers()
+                        .get(http::header::EXPECT)
+                        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+                        && !has_body;
                     let mut resp = match s3.call(continue_early(req).await).await {
                         Ok(r) => r,
                         Err(e) => {
@@ -218,7 +228,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<()> {
                         resp.headers_mut().insert("x-amz-request-id", v.clone());
                         resp.headers_mut().insert("x-amz-id-2", v);
                     }
-                    if has_body && !resp.status().is_success() {
+                    if empty_expect || (has_body && !resp.status().is_success()) {
                         resp.headers_mut().insert(
                             http::header::CONNECTION,
                             http::HeaderValue::from_static("close"),
