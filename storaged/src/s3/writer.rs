@@ -99,18 +99,19 @@ async fn store_chunk(
     };
     let mut v = Version::new(version);
     v.blocks.insert(pos, block);
-    // One round trip: the chunk goes to its replicas while its version entry and its
-    // reference go to theirs. The reference may land before the chunk: the replica then
-    // queues the chunk for resync, which finds it arrived (or fetches it).
+    // The version entry and the chunk's reference are durable before the chunk is stored
+    // (together, one round trip), so that a crash mid-upload never leaves a chunk that
+    // nothing references: the interrupted upload's abort releases every reference, and GC
+    // collects what they pointed to. Chunks are pipelined (several in flight), so the
+    // second round trip overlaps the next chunks' transfers.
     let block_ref = BlockRef::new(hash, version);
-    let (a, b, c) = tokio::join!(
+    let (a, b) = tokio::join!(
         model.versions.insert(&v),
         model.block_refs.insert(&block_ref),
-        model.put_chunk(hash, data),
     );
     a.s3()?;
     b.s3()?;
-    c.s3()?;
+    model.put_chunk(hash, data).await.s3()?;
     Ok((pos, block))
 }
 
