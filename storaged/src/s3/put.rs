@@ -172,6 +172,14 @@ pub(super) fn require_content_length(headers: &http::HeaderMap) -> S3Result<()> 
     }
 }
 
+/// The size of the object a PUT replaces, if any (quotas count the difference).
+fn replacing_size(existing: Option<&Object>) -> Option<u64> {
+    existing
+        .and_then(Object::current)
+        .and_then(|v| v.meta())
+        .map(|m| m.size)
+}
+
 pub(super) async fn put_object(
     api: &S3Api,
     mut req: S3Request<PutObjectInput>,
@@ -192,13 +200,6 @@ pub(super) async fn put_object(
     }
     checksum::check_content_md5_shape(req.input.content_md5.as_deref())?;
     let key = req.input.key.clone();
-    let existing = model.objects.get(&bucket.id, &key).await.s3()?;
-    let replacing = existing
-        .as_ref()
-        .and_then(Object::current)
-        .and_then(|v| v.meta())
-        .map(|m| m.size);
-    check_quotas(model, &bucket, declared, replacing).await?;
     let input = &req.input;
     let fields = checksum::fields_of!(input);
     let mut expected = Expected::from_request(
@@ -207,11 +208,38 @@ pub(super) async fn put_object(
         input.checksum_algorithm.as_ref().map(|a| a.as_str()),
     )?;
     let headers = super::put::headers_of!(input, &req.headers)?;
-
-    let timestamp = next_timestamp(existing.as_ref().map_or(0, Object::last_timestamp));
     let uuid = Uuid::random();
     let small = declared <= super::INLINE_MAX as u64;
-    if !small {
+    let target = Target {
+        model,
+        version: uuid,
+        part: 1,
+        allow_inline: small,
+        algo: expected.algo,
+        max_size: super::MAX_PUT_SIZE,
+    };
+    let body = req.input.body.take();
+    let trailing = req.trailing_headers.take();
+    let content_md5 = req.input.content_md5.clone();
+    let algo = expected.algo;
+    let read_body = async {
+        let stored = store_body(target, body).await?;
+        let trailers = trailing.as_ref().and_then(s3s::TrailingHeaders::take);
+        expected.verify(stored.checksum.as_deref(), trailers.as_ref())?;
+        checksum::verify_content_md5(content_md5.as_deref(), &stored.md5)?;
+        Ok::<_, s3s::S3Error>(stored)
+    };
+    let (existing, timestamp, result) = if small {
+        // A small body is read while the current object is (one round trip, not two): its
+        // timestamp and the quota check only need both at the end.
+        let (existing, stored) = tokio::join!(model.objects.get(&bucket.id, &key), read_body);
+        let existing = existing.s3()?;
+        let timestamp = next_timestamp(existing.as_ref().map_or(0, Object::last_timestamp));
+        (existing, timestamp, stored)
+    } else {
+        let existing = model.objects.get(&bucket.id, &key).await.s3()?;
+        check_quotas(model, &bucket, declared, replacing_size(existing.as_ref())).await?;
+        let timestamp = next_timestamp(existing.as_ref().map_or(0, Object::last_timestamp));
         // Chunked upload: an invisible Uploading version first, so a crash leaves no
         // partial object and its chunks can be found and released.
         let v = ObjectVersion {
@@ -220,7 +248,7 @@ pub(super) async fn put_object(
             state: ObjectVersionState::Uploading {
                 multipart: false,
                 headers: headers.clone(),
-                checksum_algo: expected.algo,
+                checksum_algo: algo,
                 checksum_kind: None,
             },
         };
@@ -233,26 +261,9 @@ pub(super) async fn put_object(
             .insert(&Object::new(bucket.id, key.clone(), vec![v]))
             .await
             .s3()?;
-    }
-    let target = Target {
-        model,
-        version: uuid,
-        part: 1,
-        allow_inline: small,
-        algo: expected.algo,
-        max_size: super::MAX_PUT_SIZE,
+        let stored = read_body.await;
+        (existing, timestamp, stored)
     };
-    let result = async {
-        let stored = store_body(target, req.input.body.take()).await?;
-        let trailers = req
-            .trailing_headers
-            .as_ref()
-            .and_then(s3s::TrailingHeaders::take);
-        expected.verify(stored.checksum.as_deref(), trailers.as_ref())?;
-        checksum::verify_content_md5(req.input.content_md5.as_deref(), &stored.md5)?;
-        Ok::<_, s3s::S3Error>(stored)
-    }
-    .await;
     let stored = match result {
         Ok(s) => s,
         Err(e) => {
@@ -262,6 +273,9 @@ pub(super) async fn put_object(
             return Err(e);
         }
     };
+    if small {
+        check_quotas(model, &bucket, declared, replacing_size(existing.as_ref())).await?;
+    }
     let meta = meta_of(&stored, headers, &expected);
     let etag = meta.etag.clone();
     let checksum = meta.checksum.clone();
