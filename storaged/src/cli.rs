@@ -349,6 +349,15 @@ async fn resolve_node(client: &AdminClient, prefix: &str) -> anyhow::Result<Stri
     }
 }
 
+/// The first 16 hex digits of a node id: enough to tell nodes apart in listings.
+fn short_id(id: &str) -> &str {
+    id.get(..16).unwrap_or(id)
+}
+
+fn capacity_label(capacity: u64) -> String {
+    format!("capacity={capacity}")
+}
+
 fn layout_human(l: &api::LayoutInfo) -> String {
     let mut out = format!(
         "Layout version {}
@@ -358,11 +367,11 @@ fn layout_human(l: &api::LayoutInfo) -> String {
     for r in &l.roles {
         out.push_str(&format!(
             "  {}  zone={}  {}\n",
-            &r.node_id[..16.min(r.node_id.len())],
+            short_id(&r.node_id),
             r.role.zone,
             r.role
                 .capacity
-                .map_or_else(|| "gateway".to_owned(), |c| format!("capacity={c}")),
+                .map_or_else(|| "gateway".to_owned(), capacity_label),
         ));
     }
     if l.staged.is_empty() {
@@ -380,13 +389,10 @@ fn layout_human(l: &api::LayoutInfo) -> String {
                     "zone={} {}",
                     r.zone,
                     r.capacity
-                        .map_or_else(|| "gateway".to_owned(), |c| format!("capacity={c}"))
+                        .map_or_else(|| "gateway".to_owned(), capacity_label)
                 ),
             };
-            out.push_str(&format!(
-                "  {}  {what}\n",
-                &c.node_id[..16.min(c.node_id.len())]
-            ));
+            out.push_str(&format!("  {}  {what}\n", short_id(&c.node_id)));
         }
     }
     out
@@ -662,14 +668,14 @@ pub async fn status(c: &Connection) -> anyhow::Result<()> {
         for n in &s.nodes {
             out.push_str(&format!(
                 "  {}  {}  zone={}  {}  {}\n",
-                &n.node_id[..16.min(n.node_id.len())],
+                short_id(&n.node_id),
                 n.hostname,
                 n.zone.as_deref().unwrap_or("-"),
                 n.role.as_ref().map_or_else(
                     || "no role".to_owned(),
                     |r| r
                         .capacity
-                        .map_or_else(|| "gateway".to_owned(), |c| format!("capacity={c}"))
+                        .map_or_else(|| "gateway".to_owned(), capacity_label)
                 ),
                 if n.is_up { "up" } else { "DOWN" }
             ));

@@ -255,16 +255,26 @@ type PendingChunks = std::sync::Mutex<Option<(u64, HashSet<Hash>)>>;
 /// the metadata synced from the replicas of every live version (a read quorum of each,
 /// so every acknowledged write), and the chunks that sync found missing fetched.
 async fn node_synced(model: &Arc<Model>, layout: &ClusterLayout, pending: &PendingChunks) -> bool {
-    let me = model.replicator.node_id();
-    let sharded = held_partitions(layout, me, false);
-    if let Err(e) = sync_all(&model.sharded_tables(), &sharded).await {
-        tracing::info!(error = %e, "layout transition: metadata not synced yet");
-        return false;
-    }
-    let full = all_partitions_if_member(layout, me);
-    if let Err(e) = sync_all(&model.full_tables(), &full).await {
-        tracing::info!(error = %e, "layout transition: metadata not synced yet");
-        return false;
+    let version = layout.version();
+    let metadata_synced = pending
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .as_ref()
+        .is_some_and(|(v, _)| *v == version);
+    // The metadata is synced once per version (writes since then reach the new owners
+    // directly); a retry only waits for the chunks that sync found missing.
+    if !metadata_synced {
+        let me = model.replicator.node_id();
+        let sharded = held_partitions(layout, me, false);
+        if let Err(e) = sync_all(&model.sharded_tables(), &sharded).await {
+            tracing::info!(error = %e, "layout transition: metadata not synced yet");
+            return false;
+        }
+        let full = all_partitions_if_member(layout, me);
+        if let Err(e) = sync_all(&model.full_tables(), &full).await {
+            tracing::info!(error = %e, "layout transition: metadata not synced yet");
+            return false;
+        }
     }
     let queued = match model.resync.snapshot() {
         Ok(q) => q,
@@ -276,7 +286,6 @@ async fn node_synced(model: &Arc<Model>, layout: &ClusterLayout, pending: &Pendi
     let mut guard = pending
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let version = layout.version();
     let waiting = match guard.take() {
         Some((v, set)) if v == version => set,
         _ => queued.clone(),
