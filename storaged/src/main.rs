@@ -94,6 +94,12 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let config =
                 Config::load(&config).with_context(|| format!("loading {}", config.display()))?;
+            if let Some(fault) = storaged::util::fault::init().map_err(anyhow::Error::msg)? {
+                tracing::warn!(
+                    ?fault,
+                    "TEST FAULT INJECTION IS ON: this node loses data on purpose"
+                );
+            }
             let stop = async move {
                 if exit_with_parent {
                     tokio::select! {

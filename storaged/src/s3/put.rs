@@ -13,6 +13,7 @@ use crate::model::object::{
     StoredChecksum,
 };
 use crate::model::{Bucket, Model, Object};
+use crate::util::fault::{self, Fault};
 use crate::util::id::Uuid;
 use crate::util::time::next_timestamp;
 
@@ -291,11 +292,15 @@ pub(super) async fn put_object(
         timestamp,
         state: ObjectVersionState::Complete(data),
     };
-    model
-        .objects
-        .insert(&Object::new(bucket.id, key, vec![v]))
-        .await
-        .s3()?;
+    // Test-only: acknowledge every other PUT without its commit (see `util::fault`).
+    let lose = fault::active(Fault::LoseAckedPuts) && uuid.as_bytes()[0] % 2 == 0;
+    if !lose {
+        model
+            .objects
+            .insert(&Object::new(bucket.id, key, vec![v]))
+            .await
+            .s3()?;
+    }
     if !small {
         model.end_upload(uuid).await.s3()?;
     }

@@ -2,6 +2,7 @@
 
 pub mod crdt;
 pub mod encode;
+pub mod fault;
 pub mod fs;
 pub mod id;
 pub mod time;
