@@ -37,10 +37,9 @@ def classify(exc: BaseException) -> tuple[str, str]:
         if code in ("NoSuchKey", "404") or status == 404 and code != "NoSuchBucket":
             return "notfound", f"{status} {code}"
         return ("fail" if 400 <= status < 500 else "info"), f"{status} {code}"
-    if isinstance(exc, bx.EndpointConnectionError):
-        # No connection (refused, or no answer to connect, ConnectTimeoutError included):
-        # the request was never sent.
-        return "fail", type(exc).__name__
+    # Connection errors are `info` too: botocore reports a request that was sent on a pooled
+    # connection and then cut (a node killed mid-request) as EndpointConnectionError, and
+    # such a write was seen applied.
     return "info", f"{type(exc).__name__}: {exc}"[:200]
 
 

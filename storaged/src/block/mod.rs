@@ -39,7 +39,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::watch;
 
-pub use rc::{decref, incref};
+pub use rc::{decref, incref, schedule_gc};
 pub use replication::{
     BlockReplicator, ReplicationConfig, ReplicationError, Zones, preferred_order, zones_of,
 };
@@ -62,6 +62,9 @@ pub struct BlockManager {
     /// Told of every chunk found corrupt (by scrub or a read for a peer), so resync can
     /// repair it; unset means nobody is told (a single node has no peer to ask).
     corrupt_hook: OnceLock<Box<dyn Fn(Hash) + Send + Sync>>,
+    /// GC delay for a chunk written while nothing references it here (its reference was
+    /// released first, or has not arrived yet): GC checks it then. Unset: never scheduled.
+    orphan_gc_delay_ms: OnceLock<u64>,
 }
 
 impl BlockManager {
@@ -74,7 +77,15 @@ impl BlockManager {
             compression_level,
             db,
             corrupt_hook: OnceLock::new(),
+            orphan_gc_delay_ms: OnceLock::new(),
         }))
+    }
+
+    /// Sets, once, how long after its write an unreferenced chunk is checked by GC (the
+    /// node's `block_gc_delay_secs`), so that a chunk whose reference was released before
+    /// the chunk arrived is still collected.
+    pub fn set_orphan_gc_delay(&self, delay_ms: u64) {
+        let _ = self.orphan_gc_delay_ms.set(delay_ms);
     }
 
     /// Sets who is told of corrupt chunks (normally [`ResyncQueue::corrupt_hook`]), once;
@@ -157,8 +168,16 @@ impl BlockManager {
         })();
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
+            return result;
         }
-        result
+        if let Some(delay) = self.orphan_gc_delay_ms.get()
+            && rc::refcount(&self.db, hash)? == 0
+        {
+            let txn = self.db.begin_write()?;
+            rc::schedule_gc(&txn, hash, now_ms().saturating_add(*delay))?;
+            txn.commit()?;
+        }
+        Ok(())
     }
 
     /// Reads a chunk and verifies that it hashes to its address.

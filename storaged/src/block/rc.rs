@@ -31,6 +31,18 @@ pub fn incref(txn: &WriteTransaction, hash: &Hash) -> Result<()> {
     Ok(())
 }
 
+/// Schedules a GC check of `hash` at `gc_at_ms` without changing its count: for a chunk
+/// whose only reference was released before it was ever counted (the release reached this
+/// node first), so its file, if one is written, is still collected. GC deletes it only if
+/// the count is still zero then.
+pub fn schedule_gc(txn: &WriteTransaction, hash: &Hash, gc_at_ms: u64) -> Result<()> {
+    let mut todo = txn.open_table(GC_TODO)?;
+    let mut key = gc_at_ms.to_be_bytes().to_vec();
+    key.extend_from_slice(hash.as_bytes());
+    todo.insert(key.as_slice(), ())?;
+    Ok(())
+}
+
 /// One reference fewer; at zero the chunk is scheduled for deletion at `gc_at_ms`.
 pub fn decref(txn: &WriteTransaction, hash: &Hash, gc_at_ms: u64) -> Result<()> {
     let mut rc = txn.open_table(RC)?;
@@ -40,11 +52,7 @@ pub fn decref(txn: &WriteTransaction, hash: &Hash, gc_at_ms: u64) -> Result<()> 
         return Ok(());
     }
     rc.remove(hash.as_bytes().as_slice())?;
-    let mut todo = txn.open_table(GC_TODO)?;
-    let mut key = gc_at_ms.to_be_bytes().to_vec();
-    key.extend_from_slice(hash.as_bytes());
-    todo.insert(key.as_slice(), ())?;
-    Ok(())
+    schedule_gc(txn, hash, gc_at_ms)
 }
 
 /// Deletes (through `delete`) every chunk whose deadline is before `now_ms` and whose count

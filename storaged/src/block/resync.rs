@@ -138,6 +138,28 @@ impl ResyncQueue {
         Ok(out)
     }
 
+    /// Queued chunks that no replica could serve in `min_attempts` tries or more: a chunk
+    /// referenced but stored nowhere (a part whose upload was cut before its chunk was
+    /// written, for one) that waiting will not bring back.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn failing(&self, min_attempts: u32) -> Result<HashSet<Hash>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(RESYNC)?;
+        let mut out = HashSet::new();
+        for item in table.iter()? {
+            let (k, v) = item?;
+            let entry: ResyncEntry = decode(v.value())?;
+            if entry.attempts >= min_attempts
+                && let Ok(b) = <[u8; 32]>::try_from(k.value())
+            {
+                out.insert(Hash::from(b));
+            }
+        }
+        Ok(out)
+    }
+
     /// Chunks queued, due or not.
     ///
     /// # Errors

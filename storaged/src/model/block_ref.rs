@@ -109,6 +109,11 @@ impl TableSchema for BlockRefTable {
             (true, false, Some(r)) => {
                 block::decref(tx.raw(), &r.block, now_ms() + self.gc_delay_ms)
             }
+            // Released before it was ever live here (the release of a superseded upload's
+            // chunk can overtake its reference): the chunk may still arrive, so GC checks it.
+            (false, false, Some(r)) if old.is_none() => {
+                block::schedule_gc(tx.raw(), &r.block, now_ms() + self.gc_delay_ms)
+            }
             _ => Ok(()),
         }
     }

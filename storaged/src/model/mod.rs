@@ -10,6 +10,7 @@ pub mod mpu;
 pub mod object;
 pub mod perm;
 pub mod version;
+pub mod writer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +40,7 @@ pub use mpu::{MpuTable, MultipartUpload};
 pub use object::{Object, ObjectFilter, ObjectTable};
 pub use perm::BucketPerm;
 pub use version::{Version, VersionTable};
+pub use writer::ObjectWriter;
 
 /// How long one table call to one replica may take before it counts as failed.
 const TABLE_CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -96,6 +98,7 @@ impl Model {
         counters::create_table(&db)?;
         inflight::create_table(&db)?;
         let blocks = BlockManager::open(&config.data_dir, config.compression_level, db.clone())?;
+        blocks.set_orphan_gc_delay(config.background.block_gc_delay_secs.saturating_mul(1000));
         let resync = ResyncQueue::open(db.clone())?;
         blocks.set_corrupt_hook(resync.corrupt_hook());
         crate::block::BlockRpcHandler::register(&cluster.rpc, Arc::clone(&blocks));
@@ -623,13 +626,18 @@ mod lifecycle_tests {
     /// Writes one chunked object version the way the PUT path does.
     /// Stores `data` as the one chunk of version `uuid`, in the PUT path's order.
     async fn write_chunk(m: &Model, uuid: Uuid, data: &[u8]) -> Hash {
+        write_chunk_at(m, uuid, data, 0).await
+    }
+
+    /// [`write_chunk`] at `offset` of the version (a later chunk of the same upload).
+    async fn write_chunk_at(m: &Model, uuid: Uuid, data: &[u8], offset: u64) -> Hash {
         let hash = Hash::hash_of(data);
         let mut v = Version::new(uuid);
         let block = VersionBlock {
             hash,
             size: data.len() as u64,
         };
-        v.blocks.insert(BlockPos { part: 1, offset: 0 }, block);
+        v.blocks.insert(BlockPos { part: 1, offset }, block);
         m.versions.insert(&v).await.expect("version");
         m.block_refs
             .insert(&BlockRef::new(hash, uuid))
@@ -744,6 +752,99 @@ mod lifecycle_tests {
             m.abort_interrupted_uploads().await.expect("cleanup"),
             0,
             "markers are cleared"
+        );
+    }
+
+    async fn gc_until_gone(m: &Arc<Model>, what: &str, hashes: &[Hash]) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            m.blocks.gc_once().await.expect("gc");
+            if hashes.iter().all(|h| !m.blocks.has_block(h)) {
+                return;
+            }
+            if Instant::now() > deadline {
+                let mut rcs = Vec::new();
+                for h in hashes {
+                    rcs.push((
+                        m.blocks.has_block(h),
+                        m.blocks.refcount(*h).await.expect("rc"),
+                    ));
+                }
+                panic!("timed out waiting for {what}: (present, refcount) {rcs:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// An upload still streaming when a newer PUT completes releases every chunk it
+    /// stored, those stored after it was superseded included, and its late commit too.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn superseded_upload_releases_all_its_chunks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = open_alone(dir.path()).await;
+        let (_tx, rx) = watch::channel(false);
+        m.spawn_workers(&rx);
+        let bucket = Uuid::random();
+        let mut slow = ObjectWriter::new(&m, bucket, "k", 10);
+        slow.begin(ObjectHeaders::default(), None)
+            .await
+            .expect("begin");
+        let before = write_chunk(&m, slow.uuid(), b"slow chunk 1").await;
+        let (_, newer) = put_chunked(&m, bucket, "k", b"the newer body", 20).await;
+        let after = write_chunk_at(&m, slow.uuid(), b"slow chunk 2", 12).await;
+        let meta = ObjectMeta {
+            size: 24,
+            etag: "e".into(),
+            headers: ObjectHeaders::default(),
+            checksum: None,
+            parts: 0,
+        };
+        slow.commit(ObjectVersionData::FirstBlock(meta, before), Vec::new())
+            .await
+            .expect("late commit");
+        gc_until_gone(&m, "the superseded upload's first chunk", &[before]).await;
+        gc_until_gone(&m, "the superseded upload's later chunk", &[after]).await;
+        assert!(
+            m.blocks.has_block(&newer),
+            "the newer object keeps its chunk"
+        );
+        let o = m.objects.get(&bucket, &"k".to_string()).await.expect("get");
+        assert_eq!(o.and_then(|o| o.current().map(|v| v.timestamp)), Some(20));
+    }
+
+    /// A copy or completion whose version arrives older than the current one is pruned on
+    /// arrival: the chunks attached to it are released all the same.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn version_superseded_on_arrival_is_released() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = open_alone(dir.path()).await;
+        let (_tx, rx) = watch::channel(false);
+        m.spawn_workers(&rx);
+        let bucket = Uuid::random();
+        put_chunked(&m, bucket, "k", b"current body", 50).await;
+        let (_, late) = put_chunked(&m, bucket, "k", b"a late, older body", 40).await;
+        gc_until_gone(&m, "the chunk of a version pruned on arrival", &[late]).await;
+    }
+
+    /// A writer dropped mid-upload (its client went away) aborts without a restart.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dropped_writer_aborts_its_upload() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = open_alone(dir.path()).await;
+        let (_tx, rx) = watch::channel(false);
+        m.spawn_workers(&rx);
+        let bucket = Uuid::random();
+        let mut w = ObjectWriter::new(&m, bucket, "k", 10);
+        w.begin(ObjectHeaders::default(), None)
+            .await
+            .expect("begin");
+        let hash = write_chunk(&m, w.uuid(), b"half a body").await;
+        drop(w);
+        gc_until_gone(&m, "the dropped upload's chunk", &[hash]).await;
+        assert_eq!(
+            m.abort_interrupted_uploads().await.expect("cleanup"),
+            0,
+            "nothing left for the next start"
         );
     }
 }

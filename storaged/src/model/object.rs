@@ -354,6 +354,22 @@ impl TableSchema for ObjectTable {
         }
     }
 
+    /// A data version that arrives already superseded (a PUT, copy or multipart completion
+    /// that lost the race to a newer write, or an upload begun after one) is pruned by the
+    /// merge before it is ever stored: its chunks are released here.
+    fn merged(&self, tx: &mut UpdateTx<'_>, incoming: &Object, new: &Object) -> Result<()> {
+        for v in incoming.versions.iter().filter(|v| v.may_have_blocks()) {
+            let kept = new
+                .versions
+                .iter()
+                .any(|nv| nv.uuid == v.uuid && nv.may_have_blocks());
+            if !kept {
+                tx.queue_insert::<VersionTable>(&Version::deleted(v.uuid))?;
+            }
+        }
+        Ok(())
+    }
+
     fn updated(
         &self,
         tx: &mut UpdateTx<'_>,

@@ -106,6 +106,18 @@ impl TableSchema for VersionTable {
         entry.deleted.0
     }
 
+    /// Chunks added to a version that is already deleted (an upload still streaming when a
+    /// newer write superseded it, or whose client went away) are dropped by the merge; their
+    /// references, written beside them, are released here.
+    fn merged(&self, tx: &mut UpdateTx<'_>, incoming: &Version, new: &Version) -> Result<()> {
+        if new.deleted.0 {
+            for b in incoming.blocks.values() {
+                tx.queue_insert::<BlockRefTable>(&BlockRef::deleted(b.hash, incoming.uuid))?;
+            }
+        }
+        Ok(())
+    }
+
     fn updated(
         &self,
         tx: &mut UpdateTx<'_>,

@@ -11,8 +11,8 @@ use super::error::OrS3;
 use super::get::{Conditions, Current, body_stream, current};
 use super::multipart::{check_part_number, open_upload, store_part};
 use super::put::check_quotas;
-use crate::model::object::{ObjectVersion, ObjectVersionData, ObjectVersionState};
-use crate::model::{BlockRef, Object, Version};
+use crate::model::object::{ObjectVersionData, ObjectVersionState};
+use crate::model::{Object, ObjectWriter, Version, writer};
 use crate::util::id::Uuid;
 use crate::util::time::next_timestamp;
 
@@ -76,10 +76,11 @@ pub(super) async fn copy_object(
         meta.headers = super::put::headers_of!(i, &req.headers)?;
     }
     let uuid = Uuid::random();
-    let data = match &cur.version.state {
-        ObjectVersionState::Complete(ObjectVersionData::Inline(_, bytes)) => {
-            ObjectVersionData::Inline(meta.clone(), bytes.clone())
-        }
+    let (data, existing) = match &cur.version.state {
+        ObjectVersionState::Complete(ObjectVersionData::Inline(_, bytes)) => (
+            ObjectVersionData::Inline(meta.clone(), bytes.clone()),
+            model.objects.get(&dst.id, &i.key).await.s3()?,
+        ),
         ObjectVersionState::Complete(ObjectVersionData::FirstBlock(_, first)) => {
             let src_version = model
                 .versions
@@ -89,32 +90,22 @@ pub(super) async fn copy_object(
                 .ok_or_else(|| s3s::S3Error::internal_error(crate::Error::MissingBlock(*first)))?;
             let mut v = Version::new(uuid);
             v.blocks = src_version.blocks.clone();
-            let refs: Vec<BlockRef> = v
-                .blocks
-                .values()
-                .map(|b| BlockRef::new(b.hash, uuid))
-                .collect();
-            // One round trip: the version and its references go out together.
-            let (a, b) = tokio::join!(
-                model.versions.insert(&v),
-                model.block_refs.insert_many(&refs)
+            // One round trip: the chunks are attached while the target is read.
+            let (attached, existing) = tokio::join!(
+                writer::attach_chunks(model, &v),
+                model.objects.get(&dst.id, &i.key)
             );
-            a.s3()?;
-            b.s3()?;
-            ObjectVersionData::FirstBlock(meta.clone(), *first)
+            attached.s3()?;
+            (
+                ObjectVersionData::FirstBlock(meta.clone(), *first),
+                existing.s3()?,
+            )
         }
         _ => return Err(s3_error!(NoSuchKey)),
     };
-    let existing = model.objects.get(&dst.id, &i.key).await.s3()?;
     let timestamp = next_timestamp(existing.as_ref().map_or(0, Object::last_timestamp));
-    let v = ObjectVersion {
-        uuid,
-        timestamp,
-        state: ObjectVersionState::Complete(data),
-    };
-    model
-        .objects
-        .insert(&Object::new(dst.id, i.key.clone(), vec![v]))
+    ObjectWriter::with_uuid(model, dst.id, &i.key, uuid, timestamp)
+        .commit(data, Vec::new())
         .await
         .s3()?;
     let f = meta.checksum.as_ref().map(Fields::of).unwrap_or_default();

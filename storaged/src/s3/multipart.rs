@@ -15,7 +15,9 @@ use crate::model::object::{
     ChecksumAlgo, ChecksumKind, ObjectMeta, ObjectVersion, ObjectVersionData, ObjectVersionState,
     StoredChecksum,
 };
-use crate::model::{BlockRef, Bucket, Model, MultipartUpload, Object, ObjectFilter, Version};
+use crate::model::{
+    Bucket, Model, MultipartUpload, Object, ObjectFilter, ObjectWriter, Version, writer,
+};
 use crate::table::{EmptyKey, RangeStart};
 use crate::util::id::Uuid;
 use crate::util::time::{next_timestamp, now_ms};
@@ -381,19 +383,12 @@ pub(super) async fn complete(
             .extend(pv.blocks.iter().map(|(k, v)| (*k, *v)));
         size += p.size.unwrap_or(0);
     }
-    let refs: Vec<BlockRef> = version
-        .blocks
-        .values()
-        .map(|b| BlockRef::new(b.hash, final_uuid))
-        .collect();
-    // One round trip for the three independent calls.
-    let (a, b, existing) = tokio::join!(
-        model.versions.insert(&version),
-        model.block_refs.insert_many(&refs),
+    // One round trip: the parts' chunks are attached while the object is read.
+    let (attached, existing) = tokio::join!(
+        writer::attach_chunks(model, &version),
         model.objects.get(&bucket.id, &i.key),
     );
-    a.s3()?;
-    b.s3()?;
+    attached.s3()?;
     let existing = existing.s3()?;
     let headers = existing
         .as_ref()
@@ -415,19 +410,14 @@ pub(super) async fn complete(
         Some(h) => ObjectVersionData::FirstBlock(meta, h),
         None => ObjectVersionData::Inline(meta, Vec::new()),
     };
-    let done = ObjectVersion {
-        uuid: final_uuid,
-        timestamp: next_timestamp(existing.as_ref().map_or(0, Object::last_timestamp)),
-        state: ObjectVersionState::Complete(data),
-    };
+    let timestamp = next_timestamp(existing.as_ref().map_or(0, Object::last_timestamp));
     let closed = ObjectVersion {
         uuid: mpu.upload_id,
         timestamp: mpu.timestamp,
         state: ObjectVersionState::Aborted,
     };
-    model
-        .objects
-        .insert(&Object::new(bucket.id, i.key.clone(), vec![closed, done]))
+    ObjectWriter::with_uuid(model, bucket.id, &i.key, final_uuid, timestamp)
+        .commit(data, vec![closed])
         .await
         .s3()?;
     let mut finished = mpu.clone();

@@ -9,11 +9,9 @@ use super::checksum::{self, Expected, Fields};
 use super::error::{OrS3, quota_exceeded};
 use super::writer::{Stored, Target, store_body};
 use crate::model::object::{
-    ChecksumKind, ObjectHeaders, ObjectMeta, ObjectVersion, ObjectVersionData, ObjectVersionState,
-    StoredChecksum,
+    ChecksumKind, ObjectHeaders, ObjectMeta, ObjectVersionData, StoredChecksum,
 };
-use crate::model::{Bucket, Model, Object};
-use crate::util::fault::{self, Fault};
+use crate::model::{Bucket, Model, Object, ObjectWriter};
 use crate::util::id::Uuid;
 use crate::util::time::next_timestamp;
 
@@ -115,32 +113,6 @@ pub(super) async fn check_quotas(
     Ok(())
 }
 
-/// Marks a version aborted after a failed upload, releasing whatever chunks it wrote.
-pub(super) async fn abort_version(
-    model: &Model,
-    bucket: Uuid,
-    key: &str,
-    uuid: Uuid,
-    timestamp: u64,
-) {
-    let v = ObjectVersion {
-        uuid,
-        timestamp,
-        state: ObjectVersionState::Aborted,
-    };
-    if let Err(e) = model
-        .objects
-        .insert(&Object::new(bucket, key.to_string(), vec![v]))
-        .await
-    {
-        tracing::warn!(error = %e, "could not abort failed upload");
-        return;
-    }
-    if let Err(e) = model.end_upload(uuid).await {
-        tracing::warn!(error = %e, "could not clear the in-flight marker");
-    }
-}
-
 /// The stored object metadata for a finished body.
 pub(super) fn meta_of(stored: &Stored, headers: ObjectHeaders, expected: &Expected) -> ObjectMeta {
     ObjectMeta {
@@ -209,74 +181,57 @@ pub(super) async fn put_object(
         input.checksum_algorithm.as_ref().map(|a| a.as_str()),
     )?;
     let headers = super::put::headers_of!(input, &req.headers)?;
-    let uuid = Uuid::random();
     let small = declared <= super::INLINE_MAX as u64;
-    let target = Target {
-        model,
-        version: uuid,
-        part: 1,
-        allow_inline: small,
-        algo: expected.algo,
-        max_size: super::MAX_PUT_SIZE,
-    };
     let body = req.input.body.take();
     let trailing = req.trailing_headers.take();
     let content_md5 = req.input.content_md5.clone();
     let algo = expected.algo;
-    let read_body = async {
+    let read_body = async |version: Uuid| {
+        let target = Target {
+            model,
+            version,
+            part: 1,
+            allow_inline: small,
+            algo,
+            max_size: super::MAX_PUT_SIZE,
+        };
         let stored = store_body(target, body).await?;
         let trailers = trailing.as_ref().and_then(s3s::TrailingHeaders::take);
         expected.verify(stored.checksum.as_deref(), trailers.as_ref())?;
         checksum::verify_content_md5(content_md5.as_deref(), &stored.md5)?;
-        Ok::<_, s3s::S3Error>(stored)
+        Ok::<_, s3s::S3Error>((stored, expected))
     };
-    let (existing, timestamp, result) = if small {
+    let (writer, result) = if small {
         // A small body is read while the current object is (one round trip, not two): its
-        // timestamp and the quota check only need both at the end.
-        let (existing, stored) = tokio::join!(model.objects.get(&bucket.id, &key), read_body);
+        // timestamp and the quota check only need both at the end. It has no chunks, so
+        // its version id is only needed at the commit.
+        let version = Uuid::random();
+        let (existing, stored) =
+            tokio::join!(model.objects.get(&bucket.id, &key), read_body(version));
         let existing = existing.s3()?;
         let timestamp = next_timestamp(existing.as_ref().map_or(0, Object::last_timestamp));
-        (existing, timestamp, stored)
+        if stored.is_ok() {
+            check_quotas(model, &bucket, declared, replacing_size(existing.as_ref())).await?;
+        }
+        let writer = ObjectWriter::with_uuid(model, bucket.id, &key, version, timestamp);
+        (writer, stored)
     } else {
         let existing = model.objects.get(&bucket.id, &key).await.s3()?;
         check_quotas(model, &bucket, declared, replacing_size(existing.as_ref())).await?;
         let timestamp = next_timestamp(existing.as_ref().map_or(0, Object::last_timestamp));
-        // Chunked upload: an invisible Uploading version first, so a crash leaves no
-        // partial object and its chunks can be found and released.
-        let v = ObjectVersion {
-            uuid,
-            timestamp,
-            state: ObjectVersionState::Uploading {
-                multipart: false,
-                headers: headers.clone(),
-                checksum_algo: algo,
-                checksum_kind: None,
-            },
-        };
-        model
-            .begin_upload(uuid, bucket.id, &key, timestamp)
-            .await
-            .s3()?;
-        model
-            .objects
-            .insert(&Object::new(bucket.id, key.clone(), vec![v]))
-            .await
-            .s3()?;
-        let stored = read_body.await;
-        (existing, timestamp, stored)
+        // Chunked upload: an invisible Uploading version first (see `model::writer`).
+        let mut writer = ObjectWriter::new(model, bucket.id, &key, timestamp);
+        writer.begin(headers.clone(), algo).await.s3()?;
+        let stored = read_body(writer.uuid()).await;
+        (writer, stored)
     };
-    let stored = match result {
+    let (stored, expected) = match result {
         Ok(s) => s,
         Err(e) => {
-            if !small {
-                abort_version(model, bucket.id, &key, uuid, timestamp).await;
-            }
+            writer.abort().await;
             return Err(e);
         }
     };
-    if small {
-        check_quotas(model, &bucket, declared, replacing_size(existing.as_ref())).await?;
-    }
     let meta = meta_of(&stored, headers, &expected);
     let etag = meta.etag.clone();
     let checksum = meta.checksum.clone();
@@ -287,23 +242,7 @@ pub(super) async fn put_object(
             None => ObjectVersionData::Inline(meta, Vec::new()),
         },
     };
-    let v = ObjectVersion {
-        uuid,
-        timestamp,
-        state: ObjectVersionState::Complete(data),
-    };
-    // Test-only: acknowledge every other PUT without its commit (see `util::fault`).
-    let lose = fault::active(Fault::LoseAckedPuts) && uuid.as_bytes()[0] % 2 == 0;
-    if !lose {
-        model
-            .objects
-            .insert(&Object::new(bucket.id, key, vec![v]))
-            .await
-            .s3()?;
-    }
-    if !small {
-        model.end_upload(uuid).await.s3()?;
-    }
+    writer.commit(data, Vec::new()).await.s3()?;
 
     let out = checksum::with_checksums!(
         PutObjectOutput {

@@ -2,10 +2,7 @@
 //! `block_size` written while the rest of the body is still arriving (a few in flight), with
 //! MD5 and the requested flexible checksum computed on the way.
 //!
-//! Order per chunk, so that GC can never lose it and a crash never leaks it: the version
-//! lists the chunk, then the block reference takes a refcount, then the chunk file is
-//! written. A crash leaves an `Uploading` version whose chunks are released when it is
-//! aborted.
+//! The order of each chunk's writes (and why) is `model::writer`'s.
 
 use std::sync::Arc;
 
@@ -19,7 +16,7 @@ use super::checksum::Hasher;
 use super::error::OrS3;
 use crate::model::object::ChecksumAlgo;
 use crate::model::version::{BlockPos, VersionBlock};
-use crate::model::{BlockRef, Model, Version};
+use crate::model::{Model, writer};
 use crate::util::id::{Hash, Uuid};
 
 /// Chunk writes in flight per request (memory bound: this many chunks).
@@ -85,33 +82,14 @@ fn body_error(e: s3s::StdError) -> S3Error {
     }
 }
 
-/// Registers and writes one chunk.
+/// Stores one chunk in the model writer's order, as a task of its own.
 async fn store_chunk(
     model: Arc<Model>,
     version: Uuid,
     pos: BlockPos,
     data: Bytes,
 ) -> S3Result<(BlockPos, VersionBlock)> {
-    let hash = Hash::hash_of(&data);
-    let block = VersionBlock {
-        hash,
-        size: data.len() as u64,
-    };
-    let mut v = Version::new(version);
-    v.blocks.insert(pos, block);
-    // The version entry and the chunk's reference are durable before the chunk is stored
-    // (together, one round trip), so that a crash mid-upload never leaves a chunk that
-    // nothing references: the interrupted upload's abort releases every reference, and GC
-    // collects what they pointed to. Chunks are pipelined (several in flight), so the
-    // second round trip overlaps the next chunks' transfers.
-    let block_ref = BlockRef::new(hash, version);
-    let (a, b) = tokio::join!(
-        model.versions.insert(&v),
-        model.block_refs.insert(&block_ref),
-    );
-    a.s3()?;
-    b.s3()?;
-    model.put_chunk(hash, data).await.s3()?;
+    let block = writer::store_chunk(&model, version, pos, data).await.s3()?;
     Ok((pos, block))
 }
 

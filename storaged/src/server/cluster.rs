@@ -23,6 +23,9 @@ use crate::rpc::{Rpc, RpcConfig, RpcServer};
 use crate::table::{run_anti_entropy, run_tombstone_gc, sync_all};
 use crate::util::id::Hash;
 
+/// Failed resync attempts after which a layout transition stops waiting for a chunk.
+const TRANSITION_GIVES_UP_AFTER: u32 = 3;
+
 /// How often the layout is compared with the peers' (pull if behind, push if ahead).
 const LAYOUT_GOSSIP_INTERVAL: Duration = Duration::from_secs(2);
 /// How soon a layout transition that could not complete is retried.
@@ -290,8 +293,29 @@ async fn node_synced(model: &Arc<Model>, layout: &ClusterLayout, pending: &Pendi
         Some((v, set)) if v == version => set,
         _ => queued.clone(),
     };
-    let left: HashSet<Hash> = waiting.intersection(&queued).copied().collect();
+    // A chunk no replica could serve after a few tries is not waited for: waiting cannot
+    // make it more available, and it is safe to go on, since a node only deletes a chunk it
+    // no longer owns once the new owners confirm they hold it (resync keeps trying).
+    let failing = match model.resync.failing(TRANSITION_GIVES_UP_AFTER) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the resync queue");
+            return false;
+        }
+    };
+    let left: HashSet<Hash> = waiting
+        .intersection(&queued)
+        .filter(|h| !failing.contains(h))
+        .copied()
+        .collect();
     if left.is_empty() {
+        let skipped = waiting.intersection(&failing).count();
+        if skipped > 0 {
+            tracing::warn!(
+                chunks = skipped,
+                "layout transition: not waiting for chunks that no replica could serve"
+            );
+        }
         return true;
     }
     tracing::info!(

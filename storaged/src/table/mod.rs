@@ -106,6 +106,7 @@ impl<F: TableSchema> Table<F> {
     fn apply_local(&self, entries: &[F::E]) -> Result<()> {
         let txn = self.db.begin_write()?;
         let mut changes = Vec::new();
+        let mut merged = Vec::with_capacity(entries.len());
         {
             let mut table = txn.open_table(definition::<F>())?;
             for entry in entries {
@@ -116,6 +117,7 @@ impl<F: TableSchema> Table<F> {
                 };
                 let mut new = old.clone().unwrap_or_else(|| entry.clone());
                 new.merge(entry);
+                merged.push((entry, new.clone()));
                 if old.as_ref() != Some(&new) {
                     let bytes = encode(&new)?;
                     table.insert(key.as_slice(), bytes.as_slice())?;
@@ -127,6 +129,9 @@ impl<F: TableSchema> Table<F> {
             }
         }
         let mut utx = UpdateTx::new(&txn);
+        for (incoming, new) in &merged {
+            self.schema.merged(&mut utx, incoming, new)?;
+        }
         for (old, new) in &changes {
             self.schema.updated(&mut utx, old.as_ref(), Some(new))?;
         }

@@ -91,6 +91,14 @@ pub trait TableSchema: Send + Sync + 'static {
         false
     }
 
+    /// Runs in the transaction that merged `incoming` into the stored entry, giving `new`,
+    /// for every merged entry, changed or not: what the merge itself discarded (a version
+    /// that arrived already superseded, chunks added to a deleted version) is only visible
+    /// here, and must still be released.
+    fn merged(&self, _tx: &mut UpdateTx<'_>, _incoming: &Self::E, _new: &Self::E) -> Result<()> {
+        Ok(())
+    }
+
     /// Runs in the transaction that changed an entry from `old` to `new`, so derived state
     /// (counters, reference counts, queued inserts into other tables) never drifts.
     fn updated(

@@ -1,0 +1,238 @@
+//! The object writer: the one owner of an upload's crash-safety order, shared by PutObject,
+//! CopyObject, UploadPart and CompleteMultipartUpload, so that the order is written once.
+//!
+//! The order, and why:
+//!
+//! 1. `begin` (chunked single PUTs): a durable in-flight marker on this node, then an
+//!    invisible `Uploading` version in the object table. A crash from here on is cleaned up
+//!    at the next start (the marker names the version to abort).
+//! 2. `store_chunk`, per chunk: the version's chunk entry and the chunk's reference are
+//!    durable (together, one round trip) before the chunk is stored, so that no crash leaves
+//!    a chunk that nothing references; aborting the version releases every reference.
+//! 3. `commit`: the `Complete` version; only now is the object visible (and acknowledged).
+//!
+//! Whatever ends an upload early releases its chunks without a restart: an error path calls
+//! `abort`; a dropped writer (the client went away and the request future was dropped)
+//! aborts in the background. A version superseded while it was still uploading, or on
+//! arrival, is released by the object and version tables' `merged` hooks.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::object::{
+    ChecksumAlgo, ObjectHeaders, ObjectVersion, ObjectVersionData, ObjectVersionState,
+};
+use super::version::{BlockPos, VersionBlock};
+use super::{BlockRef, Model, Object, Version};
+use crate::error::Result;
+use crate::util::fault::{self, Fault};
+use crate::util::id::{Hash, Uuid};
+
+/// One object version being written to (bucket, key).
+pub struct ObjectWriter {
+    model: Arc<Model>,
+    bucket: Uuid,
+    key: String,
+    uuid: Uuid,
+    timestamp: u64,
+    /// An `Uploading` version and an in-flight marker exist and must be closed.
+    begun: bool,
+    /// Committed or aborted: nothing left to clean up.
+    finished: bool,
+}
+
+impl ObjectWriter {
+    /// A writer for a new version of (`bucket`, `key`) ordered at `timestamp` (which the
+    /// caller takes from `util::time::next_timestamp` over the current object).
+    #[must_use]
+    pub fn new(model: &Arc<Model>, bucket: Uuid, key: &str, timestamp: u64) -> Self {
+        Self::with_uuid(model, bucket, key, Uuid::random(), timestamp)
+    }
+
+    /// The same with a version id chosen beforehand (a small body read before its
+    /// timestamp is known).
+    #[must_use]
+    pub fn with_uuid(
+        model: &Arc<Model>,
+        bucket: Uuid,
+        key: &str,
+        uuid: Uuid,
+        timestamp: u64,
+    ) -> Self {
+        Self {
+            model: Arc::clone(model),
+            bucket,
+            key: key.to_string(),
+            uuid,
+            timestamp,
+            begun: false,
+            finished: false,
+        }
+    }
+
+    /// The version's id (its chunks are attached to it).
+    #[must_use]
+    pub fn uuid(&self) -> Uuid {
+        self.uuid
+    }
+
+    /// The version's timestamp.
+    #[must_use]
+    pub fn timestamp(&self) -> u64 {
+        self.timestamp
+    }
+
+    /// Step 1 for a body that will be chunked: the in-flight marker, then the invisible
+    /// `Uploading` version.
+    pub async fn begin(
+        &mut self,
+        headers: ObjectHeaders,
+        checksum_algo: Option<ChecksumAlgo>,
+    ) -> Result<()> {
+        let m = &self.model;
+        m.begin_upload(self.uuid, self.bucket, &self.key, self.timestamp)
+            .await?;
+        self.begun = true;
+        let v = ObjectVersion {
+            uuid: self.uuid,
+            timestamp: self.timestamp,
+            state: ObjectVersionState::Uploading {
+                multipart: false,
+                headers,
+                checksum_algo,
+                checksum_kind: None,
+            },
+        };
+        m.objects
+            .insert(&Object::new(self.bucket, self.key.clone(), vec![v]))
+            .await?;
+        Ok(())
+    }
+
+    /// Step 3: makes the version visible, together with `also` (e.g. the multipart upload
+    /// the completion closes), then forgets the in-flight marker.
+    pub async fn commit(mut self, data: ObjectVersionData, also: Vec<ObjectVersion>) -> Result<()> {
+        let v = ObjectVersion {
+            uuid: self.uuid,
+            timestamp: self.timestamp,
+            state: ObjectVersionState::Complete(data),
+        };
+        // Test-only: acknowledge every other write without its commit (see `util::fault`).
+        let lose = fault::active(Fault::LoseAckedPuts) && self.uuid.as_bytes()[0] % 2 == 0;
+        if !lose {
+            let mut versions = also;
+            versions.push(v);
+            self.model
+                .objects
+                .insert(&Object::new(self.bucket, self.key.clone(), versions))
+                .await?;
+        }
+        self.finished = true;
+        if self.begun {
+            self.model.end_upload(self.uuid).await?;
+        }
+        Ok(())
+    }
+
+    /// Gives the upload up, releasing whatever chunks it stored.
+    pub async fn abort(mut self) {
+        self.finished = true;
+        if self.begun {
+            abort_version(
+                &self.model,
+                self.bucket,
+                &self.key,
+                self.uuid,
+                self.timestamp,
+            )
+            .await;
+        }
+    }
+}
+
+impl Drop for ObjectWriter {
+    fn drop(&mut self) {
+        if self.finished || !self.begun {
+            return;
+        }
+        // The request was dropped mid-upload (the client disconnected): abort now rather
+        // than at the next start.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (model, bucket, key) = (Arc::clone(&self.model), self.bucket, self.key.clone());
+            let (uuid, timestamp) = (self.uuid, self.timestamp);
+            rt.spawn(async move {
+                tracing::info!(%uuid, "upload dropped before its commit: aborting it");
+                abort_version(&model, bucket, &key, uuid, timestamp).await;
+            });
+        }
+    }
+}
+
+/// Marks a version aborted, which releases its chunks, and forgets its in-flight marker.
+async fn abort_version(model: &Model, bucket: Uuid, key: &str, uuid: Uuid, timestamp: u64) {
+    let v = ObjectVersion {
+        uuid,
+        timestamp,
+        state: ObjectVersionState::Aborted,
+    };
+    if let Err(e) = model
+        .objects
+        .insert(&Object::new(bucket, key.to_string(), vec![v]))
+        .await
+    {
+        // The marker stays: the next start retries the abort.
+        tracing::warn!(error = %e, %uuid, "could not abort an unfinished upload");
+        return;
+    }
+    if let Err(e) = model.end_upload(uuid).await {
+        tracing::warn!(error = %e, %uuid, "could not clear an in-flight marker");
+    }
+}
+
+/// Step 2: stores `data` as the chunk at `pos` of `version` (an object version, or a part's
+/// version).
+pub async fn store_chunk(
+    model: &Model,
+    version: Uuid,
+    pos: BlockPos,
+    data: Bytes,
+) -> Result<VersionBlock> {
+    let hash = Hash::hash_of(&data);
+    let block = VersionBlock {
+        hash,
+        size: data.len() as u64,
+    };
+    let mut v = Version::new(version);
+    v.blocks.insert(pos, block);
+    // The version entry and the chunk's reference are durable before the chunk is stored
+    // (together, one round trip); chunks are pipelined by the caller, so the second round
+    // trip overlaps the next chunks' transfers.
+    let block_ref = BlockRef::new(hash, version);
+    let (a, b) = tokio::join!(
+        model.versions.insert(&v),
+        model.block_refs.insert(&block_ref),
+    );
+    a?;
+    b?;
+    model.put_chunk(hash, data).await?;
+    Ok(block)
+}
+
+/// Attaches existing chunks (`blocks`, e.g. a copy source's or the parts of a completed
+/// multipart upload) to a new `version`: its chunk list and a reference per chunk, in one
+/// round trip, before the version is committed.
+pub async fn attach_chunks(model: &Model, version: &Version) -> Result<()> {
+    let refs: Vec<BlockRef> = version
+        .blocks
+        .values()
+        .map(|b| BlockRef::new(b.hash, version.uuid))
+        .collect();
+    let (a, b) = tokio::join!(
+        model.versions.insert(version),
+        model.block_refs.insert_many(&refs),
+    );
+    a?;
+    b?;
+    Ok(())
+}
