@@ -602,7 +602,10 @@ mod tests {
         // Larger than a replica accepts: refused here rather than by every chunk put.
         let too_big = MAX_BLOCK_SIZE + 1;
         let e = err(&format!("{}block_size = {too_big}\n", base()), vec![]);
-        assert!(e.contains("block_size: must be") && !e.contains('\n'), "{e}");
+        assert!(
+            e.contains("block_size: must be") && !e.contains('\n'),
+            "{e}"
+        );
         let at_max = format!("{}block_size = {MAX_BLOCK_SIZE}\n", base());
         assert_eq!(
             Config::from_toml_and_env(&at_max, vec![])

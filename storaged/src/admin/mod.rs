@@ -104,7 +104,10 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Result<Re
         (&Method::GET, paths::HEALTH) => text(StatusCode::OK, "ok\n".into()),
         (&Method::GET, paths::READY) => match node_readiness(&state) {
             Ok(()) => text(StatusCode::OK, "ready\n".into()),
-            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+            Err(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+            ),
         },
         (&Method::GET, paths::METRICS) => match &state.config.admin.metrics_token {
             Some(t) if !bearer_ok(&req, t) => error(

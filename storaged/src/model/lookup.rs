@@ -103,7 +103,9 @@ impl Model {
     /// The access key `key_id`, live or deleted, local first (see the module docs).
     pub async fn key_entry(&self, key_id: &str) -> Result<Option<Key>> {
         let id = key_id.to_string();
-        Ok(local_first(&self.keys, &id, &EmptyKey, key_answers).await?.0)
+        Ok(local_first(&self.keys, &id, &EmptyKey, key_answers)
+            .await?
+            .0)
     }
 
     /// The live access key `key_id`, local first (see the module docs).
@@ -134,11 +136,11 @@ impl Model {
     /// The alias of `name`, live or cleared, local first.
     pub(super) async fn alias_entry(&self, name: &str) -> Result<Option<BucketAlias>> {
         let name = name.to_string();
-        Ok(
-            local_first(&self.aliases, &name, &EmptyKey, |a| name_answers(a).is_some())
-                .await?
-                .0,
-        )
+        Ok(local_first(&self.aliases, &name, &EmptyKey, |a| {
+            name_answers(a).is_some()
+        })
+        .await?
+        .0)
     }
 
     /// The live bucket called `name` and where it was read, local first: a name that does
@@ -179,7 +181,10 @@ mod tests {
         let mut deleted = key.clone();
         deleted.deleted.0 = true;
         assert!(key_answers(Some(&deleted)), "a deletion only ever wins");
-        assert!(!key_answers(None), "created elsewhere, or a node storing nothing");
+        assert!(
+            !key_answers(None),
+            "created elsewhere, or a node storing nothing"
+        );
 
         let bucket = Bucket::new(Uuid::random(), "b".into(), 1);
         assert!(bucket_answers(Some(&bucket)));

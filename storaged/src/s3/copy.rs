@@ -31,10 +31,8 @@ async fn source<T>(
         ));
     };
     let model = &api.model;
-    let (b, _, cur) = bucket_for_then(api, req, bucket, Need::Read, |b| {
-        current(model, b.id, key)
-    })
-    .await?;
+    let (b, _, cur) =
+        bucket_for_then(api, req, bucket, Need::Read, |b| current(model, b.id, key)).await?;
     conds.check(&cur, || {
         s3_error!(
             PreconditionFailed,

@@ -29,7 +29,6 @@ use crate::rpc::quorum::fmt_errors;
 use crate::rpc::{NodeId, Rpc, RpcError};
 use crate::util::crdt::Crdt;
 use crate::util::encode::{EncodeError, decode, encode};
-use crate::util::id::Hash;
 
 /// Why one replica did not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -216,7 +215,10 @@ impl<F: TableSchema> ReplicatedTable<F> {
         sort: &F::S,
     ) -> Result<Option<F::E>, ReplicationError> {
         let hash = partition.hash();
-        let (nodes, quorum) = (self.replication.read_nodes(&hash), self.replication.quorums().read);
+        let (nodes, quorum) = (
+            self.replication.read_nodes(&hash),
+            self.replication.quorums().read,
+        );
         self.get_from(partition, sort, nodes, quorum).await
     }
 
@@ -309,7 +311,10 @@ impl<F: TableSchema> ReplicatedTable<F> {
             },
             limit: u64::try_from(limit).unwrap_or(u64::MAX),
         };
-        let (nodes, quorum) = (self.replication.read_nodes(&hash), self.replication.quorums().read);
+        let (nodes, quorum) = (
+            self.replication.read_nodes(&hash),
+            self.replication.quorums().read,
+        );
         let merged = self
             .read(nodes, quorum, req, move |node, resp| {
                 let TableResp::Entries(list) = resp else {

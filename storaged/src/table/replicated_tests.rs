@@ -16,6 +16,7 @@ use crate::net::{Endpoint, NetConfig};
 use crate::rpc::{RpcConfig, RpcServer};
 use crate::table::{Db, FullReplication, LayoutReplication, LocalOnly, TableReplication};
 use crate::util::crdt::{Lww, LwwMap};
+use crate::util::id::Hash;
 
 const SECRET: [u8; 32] = [0x5e; 32];
 /// Per-call timeout: generous, a dead node fails faster through the connect timeout.
@@ -160,7 +161,11 @@ impl Node {
         let rpc = Rpc::new(endpoint, rpc_config());
         let mode = ConsistencyMode::Consistent;
         let replication: Arc<dyn TableReplication> = if self.full {
-            Arc::new(FullReplication::new(self.layout.clone(), rpc.node_id(), mode))
+            Arc::new(FullReplication::new(
+                self.layout.clone(),
+                rpc.node_id(),
+                mode,
+            ))
         } else {
             Arc::new(LayoutReplication::new(self.layout.clone(), mode))
         };

@@ -198,9 +198,9 @@ impl TableReplication for FullReplication {
         let nodes: Vec<NodeId> = oldest.roles.keys().copied().collect();
         let quorum = match self.mode {
             // A write reached `write` of these nodes: any `len - write + 1` include one.
-            ConsistencyMode::Consistent => {
-                (nodes.len() + 1).saturating_sub(self.quorums().write).clamp(1, nodes.len().max(1))
-            }
+            ConsistencyMode::Consistent => (nodes.len() + 1)
+                .saturating_sub(self.quorums().write)
+                .clamp(1, nodes.len().max(1)),
             ConsistencyMode::Degraded | ConsistencyMode::Dangerous => 1,
         };
         (nodes, quorum)
@@ -464,7 +464,11 @@ mod tests {
         let (tx, rx) = watch::channel(Arc::new(ClusterLayout::new(3)));
         let r = FullReplication::new(rx, me, ConsistencyMode::Consistent);
         let h = Hash::random();
-        assert_eq!(r.quorum_read(&h).0, Vec::<NodeId>::new(), "no layout, no nodes");
+        assert_eq!(
+            r.quorum_read(&h).0,
+            Vec::<NodeId>::new(),
+            "no layout, no nodes"
+        );
 
         let l1 = layout_of(&[n(1), n(2), n(3)]);
         tx.send(Arc::new(l1.clone())).unwrap();
@@ -472,7 +476,10 @@ mod tests {
         let (nodes, quorum) = r.quorum_read(&h);
         assert_eq!(nodes, vec![n(1), n(2), n(3)]);
         assert_eq!(r.quorums().write, 2);
-        assert_eq!(quorum, 2, "3 nodes, writes on 2: any 2 include one that has it");
+        assert_eq!(
+            quorum, 2,
+            "3 nodes, writes on 2: any 2 include one that has it"
+        );
         assert!(quorum + r.quorums().write > nodes.len());
 
         // Five nodes, rf 3 (one fault tolerated): writes need 4, a read 2.
