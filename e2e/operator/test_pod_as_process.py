@@ -1,7 +1,8 @@
 """The storaged pod the operator renders, run as a local process: the ConfigMap's
 storaged.toml, the container's args and env, and the Secret mounts, with only the mount paths
 moved under a temp dir and the listen ports moved to free loopback ports. It must start, pass
-its probes, and report the zone of its StatefulSet — even though its bootstrap peer (the
+its startup and liveness probes (its readiness probe rightly fails: a lone pod has no
+layout), and report the zone of its StatefulSet — even though its bootstrap peer (the
 headless Service DNS name) does not resolve here."""
 
 from __future__ import annotations
@@ -86,17 +87,24 @@ def test_rendered_pod_runs_as_a_storaged_process(operator_bin, tmp_path):
     try:
         probe = container["readinessProbe"]["httpGet"]["path"]
         live = container["livenessProbe"]["httpGet"]["path"]
+        startup = container["startupProbe"]["httpGet"]["path"]
         deadline = time.monotonic() + 30
         while True:
             assert proc.poll() is None, (tmp_path / "pod.log").read_text()
             try:
-                if get(f"http://127.0.0.1:{admin}{probe}")[0] == 200:
+                if get(f"http://127.0.0.1:{admin}{startup}")[0] == 200:
                     break
             except OSError:
                 pass
-            assert time.monotonic() < deadline, "readiness probe never passed"
+            assert time.monotonic() < deadline, "startup probe never passed"
             time.sleep(0.05)
         assert get(f"http://127.0.0.1:{admin}{live}")[0] == 200
+        # Alone, without peers or a layout (the operator applies it once the pods of every
+        # zone are up), it is alive but not ready: no S3 traffic until it can serve. The
+        # peers Service publishes it anyway (publishNotReadyAddresses) so the others and the
+        # operator reach it.
+        code, body = get(f"http://127.0.0.1:{admin}{probe}")
+        assert code == 503 and b"layout" in body, (code, body)
         code, body = get(f"http://127.0.0.1:{admin}/v1/status", token)
         assert code == 200, body
         me = [n for n in json.loads(body)["nodes"] if n["node_id"] == json.loads(body)["node_id"]]

@@ -20,13 +20,15 @@ BAD_CONFIGS = [
     ({"metadata_dir": ""}, "metadata_dir"),
     ({"s3_api.api_bind_addr": "not an address"}, "api_bind_addr"),
     ({"admin.admin_token": ""}, "admin_token"),
+    # Accepted by the old range (up to 64 MiB) but larger than a replica takes (32 MiB).
+    ({"block_size": 64 * 1024 * 1024}, "block_size"),
 ]
 
 
 @pytest.mark.parametrize("overrides,field", BAD_CONFIGS,
                          ids=[f for _, f in BAD_CONFIGS[:1]] + [
                              "rpc_secret-missing", "replication_factor", "metadata_dir",
-                             "api_bind_addr", "admin_token"])
+                             "api_bind_addr", "admin_token", "block_size"])
 def test_invalid_config_names_the_field(instances, overrides, field):
     srv = instances.server("badcfg", start=False, **overrides)
     srv.spawn()
@@ -37,6 +39,10 @@ def test_invalid_config_names_the_field(instances, overrides, field):
     log = srv.log_path.read_text(errors="replace")
     assert rc != 0, f"invalid config must exit non-zero ({overrides})"
     assert field in log, f"the error must name `{field}`:\n{log[-2000:]}"
+    if field == "block_size":
+        # Our own validation (not a TOML parser's snippet): one line, no backtrace.
+        out = [ln for ln in log.splitlines() if ln.strip() and not ln.startswith("=====")]
+        assert len(out) == 1 and "block_size" in out[0], out
 
 
 def test_env_overrides_and_secret_files(instances, tmp_path, cli):
@@ -94,3 +100,12 @@ def test_dev_printed_example_works(dev, tool, tmp_path):
 def test_ready_reflects_readiness(dev_cfg):
     wait_until(lambda: requests.get(dev_cfg.admin_endpoint + "/ready", timeout=5).status_code == 200,
                10, "/ready to answer 200 on a single healthy node")
+
+
+def test_ready_is_503_on_a_lone_node_that_needs_peers(instances):
+    """`replication_factor = 3`, no peers, no layout: alive, but it cannot serve."""
+    srv = instances.server("lone-rf3", replication_factor=3)
+    assert requests.get(srv.cfg.admin_endpoint + "/health", timeout=5).status_code == 200
+    r = requests.get(srv.cfg.admin_endpoint + "/ready", timeout=5)
+    assert r.status_code == 503, r.text
+    assert "layout" in r.text, r.text

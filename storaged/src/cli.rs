@@ -128,6 +128,16 @@ impl AdminClient {
         };
         matches!(self.http.request(req).await, Ok(r) if r.status().is_success())
     }
+
+    /// Whether `/ready` answers 200 (a layout role and a quorum for its partitions).
+    pub async fn ready(&self) -> bool {
+        let Ok(req) = http::Request::get(format!("{}{}", self.endpoint, paths::READY))
+            .body(Full::new(Bytes::new()))
+        else {
+            return false;
+        };
+        matches!(self.http.request(req).await, Ok(r) if r.status().is_success())
+    }
 }
 
 /// Where to reach the admin API.

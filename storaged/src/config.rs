@@ -36,7 +36,7 @@ pub struct Config {
     /// Quorum behaviour.
     #[serde(default)]
     pub consistency_mode: ConsistencyMode,
-    /// Chunk size in bytes.
+    /// Chunk size in bytes, [`MIN_BLOCK_SIZE`] to [`MAX_BLOCK_SIZE`].
     #[serde(default = "default_block_size")]
     pub block_size: usize,
     /// zstd level for stored chunks; 0 disables compression.
@@ -253,6 +253,14 @@ impl Default for LimitsConfig {
 fn default_replication_factor() -> usize {
     1
 }
+/// The smallest `block_size`: smaller chunks cost more metadata than they save.
+pub const MIN_BLOCK_SIZE: usize = 64 * 1024;
+
+/// The largest `block_size`: the largest chunk a replica accepts from a peer
+/// (`block::MAX_BLOCK_LEN`, which asserts it is at least this), so that every chunk this node
+/// cuts can be stored on its replicas.
+pub const MAX_BLOCK_SIZE: usize = 32 * 1024 * 1024;
+
 fn default_block_size() -> usize {
     1024 * 1024
 }
@@ -473,8 +481,15 @@ impl Config {
         if self.replication_factor == 0 || self.replication_factor > 7 {
             return bad("replication_factor", "must be between 1 and 7");
         }
-        if !(64 * 1024..=64 * 1024 * 1024).contains(&self.block_size) {
-            return bad("block_size", "must be between 65536 and 67108864 bytes");
+        if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&self.block_size) {
+            return bad(
+                "block_size",
+                &format!(
+                    "must be between {MIN_BLOCK_SIZE} and {MAX_BLOCK_SIZE} bytes (the largest \
+                     chunk a replica accepts), got {}",
+                    self.block_size
+                ),
+            );
         }
         if !(0..=19).contains(&self.compression_level) {
             return bad("compression_level", "must be between 0 (off) and 19");
@@ -584,6 +599,20 @@ mod tests {
         );
         assert!(err(&base(), vec![("STORAGED_BLOCK_SIZE", "big")]).contains("STORAGED_BLOCK_SIZE"));
         assert!(err(&format!("{}block_size = 10\n", base()), vec![]).contains("block_size"));
+        // Larger than a replica accepts: refused here rather than by every chunk put.
+        let too_big = MAX_BLOCK_SIZE + 1;
+        let e = err(&format!("{}block_size = {too_big}\n", base()), vec![]);
+        assert!(
+            e.contains("block_size: must be") && !e.contains('\n'),
+            "{e}"
+        );
+        let at_max = format!("{}block_size = {MAX_BLOCK_SIZE}\n", base());
+        assert_eq!(
+            Config::from_toml_and_env(&at_max, vec![])
+                .expect("the largest accepted chunk is valid")
+                .block_size,
+            MAX_BLOCK_SIZE
+        );
         assert!(
             err(
                 &format!("{}[s3_api]\napi_bind_addr = \"nope\"\n", base()),

@@ -463,6 +463,22 @@ async fn start_up(
         )
         .await?;
     }
+    // Only now can a node be ready: it needed the layout applied above (a lone node gives
+    // itself one at start).
+    wait_for(
+        nodes,
+        "every node to be ready",
+        STEP_TIMEOUT,
+        |hs| async move {
+            for (admin, _) in &hs {
+                if !admin.ready().await {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(()))
+        },
+    )
+    .await?;
 
     let admin = nodes[0].admin.clone();
     let key: api::KeyInfo = admin

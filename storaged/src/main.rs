@@ -77,8 +77,20 @@ async fn parent_gone() {
     }
 }
 
+/// Runs the command; an error is one line on stderr (`storaged: error: …` with its causes,
+/// never a backtrace, whatever `RUST_BACKTRACE` says) and exit status 1.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("storaged: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

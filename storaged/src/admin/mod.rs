@@ -4,6 +4,7 @@
 mod handlers;
 mod layout;
 pub mod metrics;
+pub mod ready;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -83,12 +84,31 @@ fn bearer_ok(req: &Request<Incoming>, expected: &str) -> bool {
             == 0
 }
 
+/// This node's [`ready::readiness`] from its layout and the nodes its membership sees up.
+fn node_readiness(state: &AdminState) -> Result<(), ready::NotReady> {
+    let layout = state.layout.layout();
+    let me = state.model.replicator.node_id();
+    let up: std::collections::HashSet<_> = (state.membership.nodes().into_iter())
+        .filter(|n| n.is_up)
+        .map(|n| n.id)
+        .collect();
+    let rf = layout.current().replication_factor;
+    let quorums = crate::table::Quorums::new(rf, state.config.consistency_mode);
+    ready::readiness(&layout, me, &up, quorums)
+}
+
 /// Entry point of the admin server.
 pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Result<Reply, Infallible> {
     let path = req.uri().path().to_string();
     let reply = match (req.method(), path.as_str()) {
         (&Method::GET, paths::HEALTH) => text(StatusCode::OK, "ok\n".into()),
-        (&Method::GET, paths::READY) => text(StatusCode::OK, "ready\n".into()),
+        (&Method::GET, paths::READY) => match node_readiness(&state) {
+            Ok(()) => text(StatusCode::OK, "ready\n".into()),
+            Err(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+            ),
+        },
         (&Method::GET, paths::METRICS) => match &state.config.admin.metrics_token {
             Some(t) if !bearer_ok(&req, t) => error(
                 StatusCode::UNAUTHORIZED,

@@ -32,6 +32,8 @@ pub const MAX_BLOCK_LEN: usize = 32 * 1024 * 1024;
 
 // A chunk plus its encoding must fit one frame.
 const _: () = assert!(MAX_BLOCK_LEN + 1024 <= crate::net::MAX_FRAME_LEN);
+// Every chunk a node may cut (config validation bounds `block_size`) is accepted by its peers.
+const _: () = assert!(crate::config::MAX_BLOCK_SIZE <= MAX_BLOCK_LEN);
 
 /// The block service on the wire (name `block`).
 #[derive(Debug)]

@@ -6,6 +6,7 @@ pub mod bucket;
 pub mod counters;
 pub mod inflight;
 pub mod key;
+pub mod lookup;
 pub mod mpu;
 pub mod object;
 pub mod perm;
@@ -36,6 +37,7 @@ pub use block_ref::{BlockRef, BlockRefTable};
 pub use bucket::{Bucket, BucketAlias, BucketAliasTable, BucketTable, QuotaSpec};
 pub use counters::BucketCounts;
 pub use key::{Key, KeyTable};
+pub use lookup::{FoundBucket, Source};
 pub use mpu::{MpuTable, MultipartUpload};
 pub use object::{Object, ObjectFilter, ObjectTable};
 pub use perm::BucketPerm;
@@ -235,30 +237,6 @@ impl Model {
         tokio::spawn(Arc::clone(&self.block_refs).run_queue_worker(shutdown.clone()));
     }
 
-    /// The live bucket called `name`.
-    pub async fn bucket_by_name(&self, name: &str) -> Result<Option<Bucket>> {
-        let Some(alias) = self.aliases.get(&name.to_string(), &EmptyKey).await? else {
-            return Ok(None);
-        };
-        let Some(id) = alias.bucket_id.v else {
-            return Ok(None);
-        };
-        Ok(self
-            .buckets
-            .get(&id, &EmptyKey)
-            .await?
-            .filter(Bucket::is_live))
-    }
-
-    /// The live bucket with this id.
-    pub async fn bucket_by_id(&self, id: &Uuid) -> Result<Option<Bucket>> {
-        Ok(self
-            .buckets
-            .get(id, &EmptyKey)
-            .await?
-            .filter(Bucket::is_live))
-    }
-
     /// Creates bucket `name`, optionally owned by `owner_key` (read + write + owner).
     pub async fn create_bucket(
         &self,
@@ -276,7 +254,7 @@ impl Model {
         bucket.quotas = Lww::new(now, quotas);
         bucket.owner_tag = Lww::new(now, owner_tag);
         self.buckets.insert(&bucket).await?;
-        let prev = self.aliases.get(&name.to_string(), &EmptyKey).await?;
+        let prev = self.alias_entry(name).await?;
         let ts = crate::util::time::next_timestamp(prev.map_or(0, |a| a.bucket_id.ts));
         self.aliases
             .insert(&BucketAlias {
@@ -311,7 +289,7 @@ impl Model {
             return Err(Error::BucketNotEmpty(bucket.name.v.clone()));
         }
         for (key_id, _) in bucket.authorized_keys.iter() {
-            if let Some(mut key) = self.keys.get(key_id, &EmptyKey).await? {
+            if let Some(mut key) = self.key_entry(key_id).await? {
                 key.authorized_buckets.set(bucket.id, BucketPerm::default());
                 self.keys.insert(&key).await?;
             }
@@ -319,7 +297,7 @@ impl Model {
         let mut b = bucket.clone();
         b.deleted.0 = true;
         self.buckets.insert(&b).await?;
-        if let Some(mut alias) = self.aliases.get(&bucket.name.v, &EmptyKey).await?
+        if let Some(mut alias) = self.alias_entry(&bucket.name.v).await?
             && alias.bucket_id.v == Some(bucket.id)
         {
             alias.bucket_id.update(None);
@@ -374,15 +352,6 @@ impl Model {
         Ok(())
     }
 
-    /// The live access key `key_id`.
-    pub async fn key(&self, key_id: &str) -> Result<Option<Key>> {
-        Ok(self
-            .keys
-            .get(&key_id.to_string(), &EmptyKey)
-            .await?
-            .filter(Key::is_live))
-    }
-
     /// Creates a key with a fresh `GK…` id and a random 64-hex secret.
     pub async fn create_key(&self, name: &str, allow_create_bucket: bool) -> Result<Key> {
         let id = format!("GK{}", hex::encode(rand::random::<[u8; 12]>()));
@@ -397,7 +366,7 @@ impl Model {
     pub async fn import_key(&self, id: &str, secret: &str, name: &str) -> Result<Key> {
         validate_key_id(id)?;
         validate_secret(secret)?;
-        if let Some(existing) = self.keys.get(&id.to_string(), &EmptyKey).await? {
+        if let Some(existing) = self.key_entry(id).await? {
             if existing.is_live() && existing.secret == secret {
                 return Ok(existing);
             }
@@ -416,7 +385,7 @@ impl Model {
     /// Deletes a key and its grants.
     pub async fn delete_key(&self, key: &Key) -> Result<()> {
         for (bucket_id, _) in key.authorized_buckets.iter() {
-            if let Some(mut b) = self.buckets.get(bucket_id, &EmptyKey).await? {
+            if let Some(mut b) = self.bucket_by_id(bucket_id).await? {
                 b.authorized_keys
                     .set(key.key_id.clone(), BucketPerm::default());
                 self.buckets.insert(&b).await?;

@@ -6,7 +6,8 @@ use s3s::auth::{S3Auth, SecretKey};
 use s3s::{S3Request, S3Result, s3_error};
 
 use super::error::OrS3;
-use crate::model::{Bucket, Key, Model};
+use crate::model::lookup::retry_denial;
+use crate::model::{Bucket, FoundBucket, Key, Model};
 
 /// Looks up secrets for `s3s`'s signature verification.
 pub(super) struct KeyAuth {
@@ -128,21 +129,91 @@ fn check_required_headers_signed<T>(req: &S3Request<T>) -> S3Result<()> {
 }
 
 /// The bucket `name` if the request's key has `need` on it.
+///
+/// The key and the bucket are read at once, each from this node's copy first (no round trip
+/// on a hit) and from a quorum of the nodes that store them on a miss; a denial by a
+/// locally read bucket is checked again against a quorum's copy, so a grant made through
+/// another node a moment ago is honoured (see [`crate::model::lookup`], which also says how
+/// long a revoked right may still be honoured). For reads, [`bucket_for_then`] overlaps that
+/// second look with the read itself.
 pub(super) async fn bucket_for<T>(
     api: &super::S3Api,
     req: &S3Request<T>,
     name: &str,
     need: Need,
 ) -> S3Result<(Bucket, Key)> {
-    let model = &api.model;
-    let key = signed_key(model, &api.region, req).await?;
-    let bucket = model
-        .bucket_by_name(name)
+    let (found, key) = lookup(api, req, name).await?;
+    if check(&found.bucket, &key, need).is_ok() {
+        return Ok((found.bucket, key));
+    }
+    let bucket = second_look(api, found, &key, need).await?;
+    Ok((bucket, key))
+}
+
+/// [`bucket_for`], then `read` of the bucket's id: on a local hit one after the other (the
+/// hit cost nothing), and when a locally read bucket denies the request, `read` runs while
+/// a quorum's copy of the bucket is read for the second look, so a grant not yet seen here
+/// costs no extra round trip. `read` must have no effect: its result is dropped when the
+/// second look denies too.
+pub(super) async fn bucket_for_then<T, R, Fut>(
+    api: &super::S3Api,
+    req: &S3Request<T>,
+    name: &str,
+    need: Need,
+    read: impl FnOnce(Bucket) -> Fut,
+) -> S3Result<(Bucket, Key, R)>
+where
+    Fut: std::future::Future<Output = S3Result<R>>,
+{
+    let (found, key) = lookup(api, req, name).await?;
+    if check(&found.bucket, &key, need).is_ok() {
+        let r = read(found.bucket.clone()).await?;
+        return Ok((found.bucket, key, r));
+    }
+    let local = found.bucket.clone();
+    let (bucket, r) = tokio::join!(second_look(api, found, &key, need), read(local));
+    let bucket = bucket?;
+    Ok((bucket, key, r?))
+}
+
+/// The signed-in key and the live bucket `name`, read concurrently.
+async fn lookup<T>(
+    api: &super::S3Api,
+    req: &S3Request<T>,
+    name: &str,
+) -> S3Result<(FoundBucket, Key)> {
+    let (key, bucket) = tokio::join!(
+        signed_key(&api.model, &api.region, req),
+        api.model.find_bucket(name)
+    );
+    // S3 reports a bad key before a missing bucket.
+    let key = key?;
+    let found = bucket
+        .s3()?
+        .ok_or_else(|| s3_error!(NoSuchBucket, "The specified bucket does not exist"))?;
+    Ok((found, key))
+}
+
+/// After `found` denied `key` `need`: the verdict of a quorum's copy of the bucket when
+/// `found` was only this node's copy (the grant may be newer than it), else the denial.
+async fn second_look(
+    api: &super::S3Api,
+    found: FoundBucket,
+    key: &Key,
+    need: Need,
+) -> S3Result<Bucket> {
+    if !retry_denial(found.source) {
+        check(&found.bucket, key, need)?;
+        return Ok(found.bucket);
+    }
+    let fresh = api
+        .model
+        .bucket_by_id_quorum(&found.bucket.id)
         .await
         .s3()?
         .ok_or_else(|| s3_error!(NoSuchBucket, "The specified bucket does not exist"))?;
-    check(&bucket, &key, need)?;
-    Ok((bucket, key))
+    check(&fresh, key, need)?;
+    Ok(fresh)
 }
 
 /// Fails with AccessDenied unless `key` has `need` on `bucket`.

@@ -14,6 +14,14 @@ pub(super) async fn list_buckets(
     req: S3Request<ListBucketsInput>,
 ) -> S3Result<S3Response<ListBucketsOutput>> {
     let key = signed_key(&api.model, &api.region, &req).await?;
+    // The grants as a quorum has them: this node's copy may miss one made elsewhere (a
+    // listing is no hot path, so it pays the round trip).
+    let key = (api.model.keys)
+        .get_quorum(&key.key_id, &crate::table::EmptyKey)
+        .await
+        .s3()?
+        .filter(crate::model::Key::is_live)
+        .ok_or_else(|| s3_error!(InvalidAccessKeyId))?;
     let mut buckets = Vec::new();
     for (id, perm) in key.authorized_buckets.iter() {
         if perm.is_none() {

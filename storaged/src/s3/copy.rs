@@ -5,7 +5,7 @@ use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
 use super::S3Api;
-use super::auth::{Need, bucket_for};
+use super::auth::{Need, bucket_for, bucket_for_then};
 use super::checksum::{self, Expected, Fields};
 use super::error::OrS3;
 use super::get::{Conditions, Current, body_stream, current};
@@ -30,8 +30,9 @@ async fn source<T>(
             "Access point copy sources are not supported"
         ));
     };
-    let (b, _) = bucket_for(api, req, bucket, Need::Read).await?;
-    let cur = current(&api.model, b.id, key).await?;
+    let model = &api.model;
+    let (b, _, cur) =
+        bucket_for_then(api, req, bucket, Need::Read, |b| current(model, b.id, key)).await?;
     conds.check(&cur, || {
         s3_error!(
             PreconditionFailed,

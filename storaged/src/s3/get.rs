@@ -13,7 +13,7 @@ use s3s::dto::{
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
 use super::S3Api;
-use super::auth::{Need, bucket_for};
+use super::auth::{Need, bucket_for_then};
 use super::checksum::Fields;
 use super::error::OrS3;
 use crate::model::object::{ObjectMeta, ObjectVersion, ObjectVersionData};
@@ -302,8 +302,12 @@ fn expires_of(meta: &ObjectMeta) -> Option<Timestamp> {
 macro_rules! resolve_read {
     ($api:expr, $req:expr) => {{
         let input = &$req.input;
-        let (bucket, _) = bucket_for($api, &$req, &input.bucket, Need::Read).await?;
-        let cur = current(&$api.model, bucket.id, &input.key).await?;
+        let model = &$api.model;
+        // A second look at a grant not seen here yet overlaps the metadata read.
+        let (_, _, cur) = bucket_for_then($api, &$req, &input.bucket, Need::Read, |b| {
+            current(model, b.id, &input.key)
+        })
+        .await?;
         Conditions {
             if_match: input.if_match.as_ref(),
             if_none_match: input.if_none_match.as_ref(),

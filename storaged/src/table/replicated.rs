@@ -29,7 +29,6 @@ use crate::rpc::quorum::fmt_errors;
 use crate::rpc::{NodeId, Rpc, RpcError};
 use crate::util::crdt::Crdt;
 use crate::util::encode::{EncodeError, decode, encode};
-use crate::util::id::Hash;
 
 /// Why one replica did not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -216,13 +215,54 @@ impl<F: TableSchema> ReplicatedTable<F> {
         sort: &F::S,
     ) -> Result<Option<F::E>, ReplicationError> {
         let hash = partition.hash();
+        let (nodes, quorum) = (
+            self.replication.read_nodes(&hash),
+            self.replication.quorums().read,
+        );
+        self.get_from(partition, sort, nodes, quorum).await
+    }
+
+    /// This node's own copy of the entry at (`partition`, `sort`): no call at all. For a
+    /// table read locally ([`super::FullReplication`]) it is what [`Self::get`] returns; it
+    /// can miss a write this node has not received yet (see [`Self::get_quorum`]).
+    ///
+    /// # Errors
+    /// When the local store cannot be read.
+    pub async fn get_local(&self, partition: &F::P, sort: &F::S) -> crate::Result<Option<F::E>> {
+        self.local.get(partition, sort).await
+    }
+
+    /// The entry at (`partition`, `sort`) as [`super::TableReplication::quorum_read`] sees
+    /// it: for a table read locally, a quorum of the nodes that store it, so every
+    /// acknowledged write is in the answer even when this node stores nothing (a node
+    /// without a role) or missed the write. Stale replicas are repaired in the background.
+    ///
+    /// # Errors
+    /// As [`Self::get`].
+    pub async fn get_quorum(
+        &self,
+        partition: &F::P,
+        sort: &F::S,
+    ) -> Result<Option<F::E>, ReplicationError> {
+        let (nodes, quorum) = self.replication.quorum_read(&partition.hash());
+        self.get_from(partition, sort, nodes, quorum).await
+    }
+
+    async fn get_from(
+        &self,
+        partition: &F::P,
+        sort: &F::S,
+        nodes: Vec<NodeId>,
+        quorum: usize,
+    ) -> Result<Option<F::E>, ReplicationError> {
+        let hash = partition.hash();
         let key = sort.sort_key().into_owned();
         let req = TableReq::ReadEntry {
             partition: hash,
             sort: key.clone(),
         };
         let merged = self
-            .read(&hash, req, move |node, resp| {
+            .read(nodes, quorum, req, move |node, resp| {
                 let TableResp::Entry(bytes) = resp else {
                     return Err(CallError::Unexpected("not an entry"));
                 };
@@ -271,8 +311,12 @@ impl<F: TableSchema> ReplicatedTable<F> {
             },
             limit: u64::try_from(limit).unwrap_or(u64::MAX),
         };
+        let (nodes, quorum) = (
+            self.replication.read_nodes(&hash),
+            self.replication.quorums().read,
+        );
         let merged = self
-            .read(&hash, req, move |node, resp| {
+            .read(nodes, quorum, req, move |node, resp| {
                 let TableResp::Entries(list) = resp else {
                     return Err(CallError::Unexpected("not a list of entries"));
                 };
@@ -361,20 +405,19 @@ impl<F: TableSchema> ReplicatedTable<F> {
         while running.join_next().await.is_some() {}
     }
 
-    /// Sends `req` to the read nodes of `hash`, waits for the read quorum of `parse`d
-    /// answers, merges them, and leaves the late answers and the repairs to a background
-    /// task.
+    /// Sends `req` to `nodes`, waits for `quorum` `parse`d answers, merges them, and leaves
+    /// the late answers and the repairs to a background task.
     async fn read(
         &self,
-        hash: &Hash,
+        nodes: Vec<NodeId>,
+        quorum: usize,
         req: TableReq,
         parse: impl Fn(NodeId, TableResp) -> Result<Answer<F::E>, CallError> + Clone + Send + 'static,
     ) -> Result<BTreeMap<Vec<u8>, F::E>, ReplicationError> {
-        let nodes = self.replication.read_nodes(hash);
         if nodes.is_empty() {
             return Err(ReplicationError::NoNodes);
         }
-        let tracker = SetsTracker::new(vec![nodes], self.replication.quorums().read);
+        let tracker = SetsTracker::new(vec![nodes], quorum);
         // Parsed in the call tasks, so that a garbled answer counts as a failure.
         let mut rx = self.spawn_calls(&tracker.nodes(), req, parse);
         let answers = self.await_quorum(tracker, &mut rx).await?;

@@ -14,8 +14,9 @@ use crate::config::ConsistencyMode;
 use crate::layout::{ClusterLayout, LayoutChange, NodeRole};
 use crate::net::{Endpoint, NetConfig};
 use crate::rpc::{RpcConfig, RpcServer};
-use crate::table::{Db, LayoutReplication, LocalOnly};
+use crate::table::{Db, FullReplication, LayoutReplication, LocalOnly, TableReplication};
 use crate::util::crdt::{Lww, LwwMap};
+use crate::util::id::Hash;
 
 const SECRET: [u8; 32] = [0x5e; 32];
 /// Per-call timeout: generous, a dead node fails faster through the connect timeout.
@@ -107,6 +108,8 @@ struct Node {
     dir: std::path::PathBuf,
     table: Arc<Table<Docs>>,
     layout: watch::Receiver<Arc<ClusterLayout>>,
+    /// Placed as the fully replicated tables are (read locally) instead of by partition.
+    full: bool,
     net: Option<Net>,
 }
 
@@ -123,6 +126,15 @@ impl Node {
         name: &str,
         layout: watch::Receiver<Arc<ClusterLayout>>,
     ) -> Self {
+        Self::start_placed(root, name, layout, false).await
+    }
+
+    async fn start_placed(
+        root: &tempfile::TempDir,
+        name: &str,
+        layout: watch::Receiver<Arc<ClusterLayout>>,
+        full: bool,
+    ) -> Self {
         let dir = root.path().join(name);
         let db = Db::open(&dir.join("meta")).unwrap();
         let table = Table::open(Docs, db).unwrap();
@@ -130,6 +142,7 @@ impl Node {
             dir,
             table,
             layout,
+            full,
             net: None,
         };
         node.up().await;
@@ -146,15 +159,17 @@ impl Node {
         let endpoint = Endpoint::bind(cfg).await.unwrap();
         let addr = endpoint.local_addr().unwrap();
         let rpc = Rpc::new(endpoint, rpc_config());
-        let repl = ReplicatedTable::new(
-            Arc::clone(&self.table),
-            Arc::new(LayoutReplication::new(
+        let mode = ConsistencyMode::Consistent;
+        let replication: Arc<dyn TableReplication> = if self.full {
+            Arc::new(FullReplication::new(
                 self.layout.clone(),
-                ConsistencyMode::Consistent,
-            )),
-            rpc.clone(),
-            T,
-        );
+                rpc.node_id(),
+                mode,
+            ))
+        } else {
+            Arc::new(LayoutReplication::new(self.layout.clone(), mode))
+        };
+        let repl = ReplicatedTable::new(Arc::clone(&self.table), replication, rpc.clone(), T);
         let server = rpc.serve();
         self.net = Some(Net {
             rpc,
@@ -313,6 +328,35 @@ async fn a_write_through_one_node_reads_back_through_the_others() {
                 .await
                 .unwrap()
                 .is_empty()
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_node_that_stores_nothing_finds_entries_through_the_quorum_fallback() {
+    within(async {
+        let root = tempfile::tempdir().unwrap();
+        let (nodes, layout) = cluster(&root).await;
+        // A fourth node without a role, placed like the key and bucket tables.
+        let gw = Node::start_placed(&root, "n4", layout.subscribe(), true).await;
+        introduce(&[&nodes[0], &nodes[1], &nodes[2], &gw]);
+        let d = Doc::new("keys", "GK1", &[("secret", 1, "s")]);
+        nodes[0].repl().insert(&d).await.unwrap();
+
+        assert_eq!(gw.repl().get_local(&d.bucket, &d.name).await.unwrap(), None);
+        assert_eq!(
+            gw.repl().get(&d.bucket, &d.name).await.unwrap(),
+            None,
+            "a fully replicated table reads this node's (empty) copy"
+        );
+        let found = gw.repl().get_quorum(&d.bucket, &d.name).await.unwrap();
+        assert_eq!(found.as_ref(), Some(&d), "the fallback reads the owners");
+        gw.repl().flush_repairs().await;
+        assert_eq!(
+            gw.local(&d).await,
+            None,
+            "a node outside the layout is not repaired into storing entries"
         );
     })
     .await;

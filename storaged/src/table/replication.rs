@@ -70,6 +70,14 @@ pub trait TableReplication: Send + Sync + 'static {
 
     /// The quorums of the current replication factor and consistency mode.
     fn quorums(&self) -> Quorums;
+
+    /// The nodes, and how many of them must answer, of a read that sees every acknowledged
+    /// write even where [`Self::read_nodes`] is only this node's copy (full replication):
+    /// the fallback of a local read that missed. By default [`Self::read_nodes`] with the
+    /// read quorum, which already intersects every write quorum.
+    fn quorum_read(&self, partition: &Hash) -> (Vec<NodeId>, usize) {
+        (self.read_nodes(partition), self.quorums().read)
+    }
 }
 
 /// Every partition on this node alone, quorum 1: the single-node daemon as it runs today,
@@ -139,6 +147,11 @@ impl TableReplication for LayoutReplication {
 /// succeed when all but the replication factor's tolerated faults stored them; reads are
 /// local (a write is seen everywhere once its last copies land, which the write sends at
 /// once and anti-entropy completes), as in Garage.
+///
+/// A local read can therefore miss a write that a quorum acknowledged (this node was
+/// down or slow when it was sent, or has no role and stores nothing): callers that must
+/// see it fall back to [`TableReplication::quorum_read`], which reads enough role holders
+/// of the oldest live version that every write quorum of that version is intersected.
 #[derive(Clone, Debug)]
 pub struct FullReplication {
     layout: watch::Receiver<Arc<ClusterLayout>>,
@@ -173,6 +186,24 @@ impl TableReplication for FullReplication {
 
     fn read_nodes(&self, _: &Hash) -> Vec<NodeId> {
         vec![self.me]
+    }
+
+    fn quorum_read(&self, _: &Hash) -> (Vec<NodeId>, usize) {
+        let layout = Arc::clone(&self.layout.borrow());
+        // The oldest live version holds every acknowledged write (newer ones may still be
+        // syncing), as for partitioned tables.
+        let Some(oldest) = layout.versions().find(|v| v.is_assigned()) else {
+            return (Vec::new(), 1);
+        };
+        let nodes: Vec<NodeId> = oldest.roles.keys().copied().collect();
+        let quorum = match self.mode {
+            // A write reached `write` of these nodes: any `len - write + 1` include one.
+            ConsistencyMode::Consistent => (nodes.len() + 1)
+                .saturating_sub(self.quorums().write)
+                .clamp(1, nodes.len().max(1)),
+            ConsistencyMode::Degraded | ConsistencyMode::Dangerous => 1,
+        };
+        (nodes, quorum)
     }
 
     fn quorums(&self) -> Quorums {
@@ -425,6 +456,60 @@ mod tests {
             SetsTracker::new(r.write_sets(&h), 2).progress(),
             SetsProgress::Failed
         );
+    }
+
+    #[test]
+    fn full_replication_falls_back_to_a_quorum_that_meets_every_write() {
+        let me = n(4); // no role: stores nothing, reads locally nothing
+        let (tx, rx) = watch::channel(Arc::new(ClusterLayout::new(3)));
+        let r = FullReplication::new(rx, me, ConsistencyMode::Consistent);
+        let h = Hash::random();
+        assert_eq!(
+            r.quorum_read(&h).0,
+            Vec::<NodeId>::new(),
+            "no layout, no nodes"
+        );
+
+        let l1 = layout_of(&[n(1), n(2), n(3)]);
+        tx.send(Arc::new(l1.clone())).unwrap();
+        assert_eq!(r.read_nodes(&h), vec![me], "the hot path stays local");
+        let (nodes, quorum) = r.quorum_read(&h);
+        assert_eq!(nodes, vec![n(1), n(2), n(3)]);
+        assert_eq!(r.quorums().write, 2);
+        assert_eq!(
+            quorum, 2,
+            "3 nodes, writes on 2: any 2 include one that has it"
+        );
+        assert!(quorum + r.quorums().write > nodes.len());
+
+        // Five nodes, rf 3 (one fault tolerated): writes need 4, a read 2.
+        let (_tx5, rx5) = watch::channel(Arc::new(layout_of(&[n(1), n(2), n(3), n(5), n(6)])));
+        let r5 = FullReplication::new(rx5, me, ConsistencyMode::Consistent);
+        let (nodes, quorum) = r5.quorum_read(&h);
+        assert_eq!((nodes.len(), r5.quorums().write, quorum), (5, 4, 2));
+
+        // During a transition the fallback reads the oldest version, which holds every
+        // acknowledged write.
+        let mut l2 = l1.clone();
+        stage(&mut l2, &[n(7)]);
+        let (l2, _) = l2.apply(2).unwrap();
+        tx.send(Arc::new(l2)).unwrap();
+        let (nodes, quorum) = r.quorum_read(&h);
+        assert_eq!(nodes, vec![n(1), n(2), n(3)]);
+        assert_eq!(quorum, 2);
+
+        // Weaker modes read one node, as they do for partitioned tables.
+        let (_tx1, rx1) = watch::channel(Arc::new(l1));
+        let degraded = FullReplication::new(rx1, me, ConsistencyMode::Degraded);
+        assert_eq!(degraded.quorum_read(&h).1, 1);
+    }
+
+    #[test]
+    fn partitioned_tables_fall_back_to_their_own_read_quorum() {
+        let (_tx, rx) = watch::channel(Arc::new(layout_of(&[n(1), n(2), n(3)])));
+        let r = LayoutReplication::new(rx, ConsistencyMode::Consistent);
+        let h = Hash::random();
+        assert_eq!(r.quorum_read(&h), (r.read_nodes(&h), 2));
     }
 
     #[test]
