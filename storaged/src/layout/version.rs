@@ -282,17 +282,20 @@ impl ClusterLayout {
     /// Records that `node` coordinates writes with every live version `>= v` (its older
     /// writes drained); `true` if that is news.
     pub fn record_ack(&mut self, node: NodeId, v: u64) -> bool {
-        trackers::set_max(&mut self.trackers.ack, node, v.min(self.version()))
+        let v = v.min(self.version());
+        trackers::set_max(&mut self.trackers.ack, node, v)
     }
 
     /// Records that `node` synced its partitions of version `v`; `true` if that is news.
     pub fn record_sync(&mut self, node: NodeId, v: u64) -> bool {
-        trackers::set_max(&mut self.trackers.sync, node, v.min(self.version()))
+        let v = v.min(self.version());
+        trackers::set_max(&mut self.trackers.sync, node, v)
     }
 
     /// Records that `node` reads from version `v` on; `true` if that is news.
     pub fn record_sync_ack(&mut self, node: NodeId, v: u64) -> bool {
-        trackers::set_max(&mut self.trackers.sync_ack, node, v.min(self.version()))
+        let v = v.min(self.version());
+        trackers::set_max(&mut self.trackers.sync_ack, node, v)
     }
 
     /// Whether an older version is still live (a transition is under way).
