@@ -108,7 +108,7 @@ def test_node_removed_while_down_resurrects_nothing(make_cluster):
 
     cluster.stop(n4)
     cluster.wait_seen_down([n4])
-    collected_before = {n.name: len(log_lines(n, r"table=objects.*[1-9]\d* collected"))
+    collected_before = {n.name: len(log_lines(n, r"tombstone gc: object_v1: \d+ due, [1-9]\d* collected"))
                         for n in (n1, n2, n3)}
     cluster.change_layout([(n4, None)], via=n1)
     # Removed and down: the transition does not wait for it.
@@ -119,7 +119,7 @@ def test_node_removed_while_down_resurrects_nothing(make_cluster):
         c1.put_object(Bucket=cluster.bucket, Key=k, Body=f"new {k}".encode())
     for k in deleted:
         c1.delete_object(Bucket=cluster.bucket, Key=k)
-    wait_until(lambda: any(len(log_lines(n, r"table=objects.*[1-9]\d* collected"))
+    wait_until(lambda: any(len(log_lines(n, r"tombstone gc: object_v1: \d+ due, [1-9]\d* collected"))
                            > collected_before[n.name] for n in (n1, n2, n3)), 60,
                "the object tombstones to be collected")
 

@@ -172,10 +172,11 @@ impl<F: TableSchema> TableHandler<F> {
             .iter()
             .map(|e| decode::<F::E>(e))
             .collect::<Result<Vec<_>, _>>()?;
-        if let Some(e) = entries
-            .iter()
-            .find(|e| !self.replication.is_replica(&from, &e.partition_key().hash()))
-        {
+        if let Some(e) = entries.iter().find(|e| {
+            !self
+                .replication
+                .is_replica(&from, &e.partition_key().hash())
+        }) {
             let p = crate::layout::partition_of(&e.partition_key().hash());
             tracing::info!(
                 table = F::TABLE_NAME,

@@ -273,7 +273,11 @@ proptest! {
 }
 
 /// Every node of `l` records what its own tracker refresh would at version `v`.
-fn all_record(l: &mut ClusterLayout, nodes: &[u8], what: fn(&mut ClusterLayout, NodeId, u64) -> bool) {
+fn all_record(
+    l: &mut ClusterLayout,
+    nodes: &[u8],
+    what: fn(&mut ClusterLayout, NodeId, u64) -> bool,
+) {
     let v = l.version();
     for &i in nodes {
         what(l, id(i), v);
@@ -302,19 +306,33 @@ fn the_transition_is_a_barrier_ack_then_sync_then_sync_ack() {
     let (mut l2, _) = staged.apply(2).unwrap();
     assert!(l2.in_transition());
     let barrier: Vec<NodeId> = l2.barrier_nodes(none_down).into_iter().collect();
-    assert_eq!(barrier, [id(1), id(2), id(3), id(4), id(5)], "old and new nodes");
+    assert_eq!(
+        barrier,
+        [id(1), id(2), id(3), id(4), id(5)],
+        "old and new nodes"
+    );
     assert_eq!(l2.read_version().version, 1, "reads stay on version 1");
 
     // Node 3 is paused with the old layout: it never acked 2, so nothing may sync yet,
     // whether node 3 is seen up or down (it stays in the layout).
     all_record(&mut l2, &[1, 2, 4, 5], ClusterLayout::record_ack);
     assert!(!l2.acked_by_all(none_down));
-    assert!(!l2.acked_by_all(|n| *n == id(3)), "a paused node is waited for");
+    assert!(
+        !l2.acked_by_all(|n| *n == id(3)),
+        "a paused node is waited for"
+    );
     // Even with (premature) syncs and sync-acks everywhere else, nothing retires.
     let mut premature = l2.clone();
     all_record(&mut premature, &[1, 2, 3, 5], ClusterLayout::record_sync);
-    all_record(&mut premature, &[1, 2, 4, 5], ClusterLayout::record_sync_ack);
-    assert!(!premature.may_retire(none_down), "node 3 has not sync-acked");
+    all_record(
+        &mut premature,
+        &[1, 2, 4, 5],
+        ClusterLayout::record_sync_ack,
+    );
+    assert!(
+        !premature.may_retire(none_down),
+        "node 3 has not sync-acked"
+    );
 
     // Node 3 resumes, learns version 2, its old writes drain: it acks.
     l2.record_ack(id(3), 2);
@@ -328,13 +346,20 @@ fn the_transition_is_a_barrier_ack_then_sync_then_sync_ack() {
     assert_eq!(l2.read_version().version, 1, "node 5 not synced yet");
     l2.record_sync(id(5), 2);
     assert!(l2.current_synced());
-    assert_eq!(l2.read_version().version, 2, "reads move to the synced version");
+    assert_eq!(
+        l2.read_version().version,
+        2,
+        "reads move to the synced version"
+    );
     for p in 0..=255u16 {
         assert_eq!(l2.write_sets(p).last().copied(), Some(l2.nodes_of(p)));
     }
     // Writes still reach version 1 until every node saw the sync.
     all_record(&mut l2, &[1, 2, 3, 5], ClusterLayout::record_sync_ack);
-    assert!(!l2.may_retire(none_down), "node 4 (up) still reads version 1");
+    assert!(
+        !l2.may_retire(none_down),
+        "node 4 (up) still reads version 1"
+    );
     assert!(
         l2.may_retire(|n| *n == id(4)),
         "a removed node that is down is not waited for"
@@ -354,7 +379,11 @@ fn trackers_merge_and_never_exceed_the_version() {
     a.record_ack(id(1), 1);
     b.record_ack(id(2), 1);
     assert!(!a.record_ack(id(1), 9) || a.trackers().ack[&id(1)] == 1);
-    assert_eq!(a.trackers().ack[&id(1)], 1, "clamped to the current version");
+    assert_eq!(
+        a.trackers().ack[&id(1)],
+        1,
+        "clamped to the current version"
+    );
     a.merge(&b);
     assert_eq!(a.trackers().ack.len(), 2);
     b.merge(&a);
@@ -374,7 +403,11 @@ fn layouts_without_trackers_decode_and_old_daemons_ignore_them() {
     let mut l = applied(3, 3);
     l.record_ack(id(1), 1);
     let old: Old = decode(&encode(&l).unwrap()).unwrap();
-    assert_eq!(old.current, *l.current(), "an old daemon reads the new record");
+    assert_eq!(
+        old.current,
+        *l.current(),
+        "an old daemon reads the new record"
+    );
     let back: ClusterLayout = decode(&encode(&old).unwrap()).unwrap();
     assert!(back.trackers().ack.is_empty());
     assert_eq!(back.current(), l.current());
