@@ -2,19 +2,28 @@
 //! with every peer's.
 //!
 //! The layout is a CRDT, so distribution is plain gossip: every change (an admin's stage,
-//! apply or revert, a layout received from a peer) is merged into the local copy, written
-//! to `metadata_dir/cluster_layout` (temp file + rename) *before* it is published on the
-//! watch channel that tables and chunk placement read, and then pushed to every peer that
-//! is up. A periodic pass also pulls from any peer whose gossiped version is ahead and
-//! pushes to any peer behind, so a node that was down or partitioned catches up.
+//! apply or revert, a layout received from a peer, a node's progress through a transition)
+//! is merged into the local copy, written to `metadata_dir/cluster_layout` (temp file +
+//! rename) *before* it is published on the watch channel that tables and chunk placement
+//! read, and then pushed to every peer that is up. A periodic pass also pulls from any peer
+//! whose gossiped version is ahead and pushes to any peer behind (to every peer while a
+//! transition runs, as the trackers change without the version), and a push answered with
+//! a layout the receiver knows more of is merged back, so a node that was down, paused or
+//! partitioned catches up.
 //!
-//! Transitions: after an apply, older versions stay live until every storage node of the
-//! new version reports (through [`LayoutReq::SyncStatus`]) that it synced its partitions;
-//! only then does a node call [`ClusterLayout::retire_up_to`] (a max in the CRDT, so any
-//! node may do it and all converge). What "synced" means for this node is the callback
-//! given to [`LayoutManager::run_sync_worker`]: the tables and chunks of its partitions.
+//! Transitions are a barrier (see [`super::trackers`]): [`LayoutManager::run_trackers`]
+//! acks each new version once this node's writes that used older ones finished
+//! ([`super::WriteLocks`]), and records when it saw the current version synced;
+//! [`LayoutManager::run_sync_worker`] syncs this node's partitions only once every node
+//! acked the current version, records it, and retires the older versions once every node
+//! saw the sync. What "synced" means for this node is the callback given to the worker:
+//! the tables and chunks of its partitions.
+//!
+//! Mixed clusters: an older daemon ignores the trackers (unknown fields) and drops them
+//! when it rewrites the layout; it still retires after polling [`LayoutReq::SyncStatus`],
+//! which this daemon answers. So the barrier only holds once every node runs a daemon that
+//! has it; until then transitions behave as before.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,7 +33,7 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, watch};
 
-use super::{ClusterLayout, LayoutError, NodeId};
+use super::{ClusterLayout, LayoutError, NodeId, WriteLocks};
 use crate::error::{Error, Result};
 use crate::membership::Membership;
 use crate::rpc::{Handler, Rpc, Service};
@@ -50,11 +59,13 @@ impl Service for LayoutRpc {
 /// Requests of the layout service.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum LayoutReq {
-    /// Merge this layout into yours.
+    /// Merge this layout into yours (answered with [`LayoutResp::Layout`] when the merge
+    /// holds more than what was pushed, so the sender learns it too).
     Push(Box<ClusterLayout>),
     /// Send me your layout.
     Pull,
-    /// Which layout version have you synced your partitions for?
+    /// Which layout version have you synced your partitions for? (Kept for daemons
+    /// without the transition trackers, which carry this since.)
     SyncStatus,
 }
 
@@ -82,6 +93,8 @@ struct Inner {
     lock: Mutex<()>,
     /// The newest layout version this node has synced its partitions for.
     synced: AtomicU64,
+    /// This node's writes in flight, per layout version (the ack waits for them).
+    locks: Arc<WriteLocks>,
     rpc: Rpc,
     membership: Membership,
 }
@@ -133,6 +146,7 @@ impl LayoutManager {
             path: metadata_dir.join(LAYOUT_FILE),
             lock: Mutex::new(()),
             synced: AtomicU64::new(0),
+            locks: Arc::new(WriteLocks::default()),
             rpc: rpc.clone(),
             membership,
         });
@@ -156,6 +170,82 @@ impl LayoutManager {
     #[must_use]
     pub fn synced_version(&self) -> u64 {
         self.inner.synced.load(Ordering::Relaxed)
+    }
+
+    /// The in-flight write registry the tables lock (see [`WriteLocks`]).
+    #[must_use]
+    pub fn write_locks(&self) -> Arc<WriteLocks> {
+        Arc::clone(&self.inner.locks)
+    }
+
+    /// Whether `node` is down as this node's failure detector sees it (or unknown).
+    fn is_down(&self, node: &NodeId) -> bool {
+        *node != self.inner.rpc.node_id()
+            && !self.inner.membership.node(*node).is_some_and(|s| s.is_up)
+    }
+
+    /// Brings this node's own trackers up to date: the ack (the oldest version its
+    /// in-flight writes use, or the current one), the sync of a version it has nothing to
+    /// sync for, and the sync-ack once every storage node synced the current version.
+    async fn refresh_trackers(&self) {
+        let me = self.inner.rpc.node_id();
+        let locks = Arc::clone(&self.inner.locks);
+        let r = self
+            .update_if(move |cur| {
+                let mut next = cur.clone();
+                let v = cur.version();
+                let mut changed = next.record_ack(me, locks.ackable(cur));
+                if !cur.in_transition() || !cur.current_storage_nodes().contains(&me) {
+                    changed |= next.record_sync(me, v);
+                }
+                if next.current_synced() {
+                    changed |= next.record_sync_ack(me, v);
+                }
+                changed.then_some(next)
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "cannot persist the layout trackers");
+        }
+    }
+
+    /// Like [`Self::update`] for changes that may be no-ops (`f` returns `None`): nothing
+    /// is persisted or pushed then.
+    async fn update_if(
+        &self,
+        f: impl FnOnce(&ClusterLayout) -> Option<ClusterLayout>,
+    ) -> Result<bool> {
+        let new = {
+            let _guard = self.inner.lock.lock().await;
+            let cur = self.layout();
+            let Some(mut new) = f(&cur) else {
+                return Ok(false);
+            };
+            new.merge(&cur);
+            self.inner.install(new.clone()).await?;
+            new
+        };
+        self.push_to_all(Arc::new(new));
+        Ok(true)
+    }
+
+    /// Keeps this node's trackers current until `shutdown` flips: on every new layout,
+    /// when writes of an older version drain, when membership changes, and every
+    /// `interval` as a backstop.
+    pub async fn run_trackers(self, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+        let mut layouts = self.watch();
+        let mut members = self.inner.membership.watch();
+        let locks = Arc::clone(&self.inner.locks);
+        loop {
+            self.refresh_trackers().await;
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                () = locks.released() => {}
+                r = layouts.changed() => if r.is_err() { return },
+                r = members.changed() => if r.is_err() { return },
+                _ = shutdown.changed() => return,
+            }
+        }
     }
 
     /// Changes the layout with `f` (stage, apply, revert), persists and publishes the
@@ -188,7 +278,35 @@ impl LayoutManager {
         let me = self.inner.rpc.node_id();
         for n in self.inner.membership.nodes() {
             if n.id != me && n.is_up {
-                self.inner.push_to(n.id, &layout);
+                Inner::push_to(&self.inner, n.id, &layout);
+            }
+        }
+    }
+
+    /// Pulls the layout from every peer that is up, waiting up to `deadline` for one to
+    /// be: a node that was down learns what changed (a removal, say) before its workers
+    /// act on a stale layout. `true` if some peer answered.
+    pub async fn pull_from_peers(&self, deadline: Duration) -> bool {
+        let me = self.inner.rpc.node_id();
+        let mut members = self.inner.membership.watch();
+        let sleep = tokio::time::sleep(deadline);
+        tokio::pin!(sleep);
+        loop {
+            let up: Vec<NodeId> = (self.inner.membership.nodes().into_iter())
+                .filter(|n| n.is_up && n.id != me)
+                .map(|n| n.id)
+                .collect();
+            if !up.is_empty() {
+                let pulls = up.iter().map(|&n| self.inner.pull_from(n));
+                let answered = futures::future::join_all(pulls).await;
+                if answered.into_iter().any(|ok| ok) {
+                    return true;
+                }
+            }
+            tokio::select! {
+                () = &mut sleep => return false,
+                r = members.changed() => if r.is_err() { return false },
+                () = tokio::time::sleep(Duration::from_millis(200)) => {}
             }
         }
     }
@@ -207,8 +325,9 @@ impl LayoutManager {
                 if info.layout_version > mine.version() {
                     let inner = Arc::clone(&self.inner);
                     tokio::spawn(async move { inner.pull_from(n.id).await });
-                } else if info.layout_version < mine.version() {
-                    self.inner.push_to(n.id, &mine);
+                } else if info.layout_version < mine.version() || mine.in_transition() {
+                    // During a transition the trackers move without the version.
+                    Inner::push_to(&self.inner, n.id, &mine);
                 }
             }
             tokio::select! {
@@ -220,8 +339,9 @@ impl LayoutManager {
     }
 
     /// Runs the transition protocol until `shutdown` flips: whenever older versions are
-    /// still live, sync this node's partitions with `sync`, then, once every storage node
-    /// of the current version reports it synced, retire the older versions.
+    /// still live and every node acked the current one, sync this node's partitions with
+    /// `sync` (if it stores some in the current version) and record it; once the current
+    /// version is synced and every node saw it, retire the older versions.
     pub async fn run_sync_worker(
         self,
         sync: SyncFn,
@@ -229,25 +349,44 @@ impl LayoutManager {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut layouts = self.watch();
+        let me = self.inner.rpc.node_id();
+        let mut last_waiting: Option<(u64, Vec<String>)> = None;
         loop {
             let layout = self.layout();
-            let in_transition = layout.versions().count() > 1;
             let v = layout.version();
             let mut done = true;
-            if in_transition {
-                if self.synced_version() < v {
+            if !layout.in_transition() {
+                self.inner.synced.fetch_max(v, Ordering::Relaxed);
+            } else if !layout.acked_by_all(|n| self.is_down(n)) {
+                let waiting: Vec<String> = (layout.barrier_nodes(|n| self.is_down(n)).iter())
+                    .filter(|n| super::trackers::get(&layout.trackers().ack, n) < v)
+                    .map(|n| n.to_hex().chars().take(8).collect())
+                    .collect();
+                if last_waiting.as_ref() != Some(&(v, waiting.clone())) {
+                    tracing::info!(version = v, ?waiting, "layout transition: waiting for acks");
+                    last_waiting = Some((v, waiting));
+                }
+                done = false;
+            } else {
+                let mine = super::trackers::get(&layout.trackers().sync, &me);
+                if layout.current_storage_nodes().contains(&me) && mine < v {
                     if sync(Arc::clone(&layout)).await {
                         self.inner.synced.fetch_max(v, Ordering::Relaxed);
                         tracing::info!(version = v, "this node synced its partitions");
-                    } else {
-                        done = false;
+                        if let Err(e) = self
+                            .update_if(|cur| {
+                                let mut next = cur.clone();
+                                next.record_sync(me, v).then_some(next)
+                            })
+                            .await
+                        {
+                            tracing::warn!(error = %e, "cannot persist the layout trackers");
+                        }
                     }
-                }
-                if done && !self.try_retire(&layout).await {
+                    done = false; // look again: the sync-acks follow
+                } else if !self.try_retire().await {
                     done = false;
                 }
-            } else {
-                self.inner.synced.fetch_max(v, Ordering::Relaxed);
             }
             let wait = if done { Duration::MAX } else { retry };
             tokio::select! {
@@ -258,28 +397,15 @@ impl LayoutManager {
         }
     }
 
-    /// Retires the versions before the current one if every storage node of the current
-    /// version synced it; `true` if nothing is left to wait for.
-    async fn try_retire(&self, layout: &ClusterLayout) -> bool {
+    /// Retires the versions before the current one if the barrier allows it
+    /// ([`ClusterLayout::may_retire`]); `true` if nothing is left to wait for.
+    async fn try_retire(&self) -> bool {
+        let layout = self.layout();
         let v = layout.version();
-        let nodes: BTreeSet<NodeId> = layout
-            .current()
-            .partitions
-            .iter()
-            .flatten()
-            .copied()
-            .collect();
-        let calls = nodes.iter().map(|&n| {
-            let rpc = self.inner.rpc.clone();
-            async move {
-                let r = rpc
-                    .call::<LayoutRpc>(n, &LayoutReq::SyncStatus, CALL_TIMEOUT)
-                    .await;
-                matches!(r, Ok(LayoutResp::Synced(s)) if s >= v)
-            }
-        });
-        let all = futures::future::join_all(calls).await;
-        if !all.iter().all(|ok| *ok) {
+        if !layout.in_transition() {
+            return true;
+        }
+        if !layout.may_retire(|n| self.is_down(n)) {
             return false;
         }
         match self
@@ -293,7 +419,7 @@ impl LayoutManager {
             Ok(Ok(())) => {
                 tracing::info!(
                     version = v,
-                    "every node synced: older layout versions retired"
+                    "every node acked, synced and saw the sync: older layout versions retired"
                 );
                 true
             }
@@ -342,17 +468,25 @@ impl Inner {
         self.install(merged).await
     }
 
-    fn push_to(&self, node: NodeId, layout: &Arc<ClusterLayout>) {
-        let rpc = self.rpc.clone();
+    /// Pushes `layout` to `node` in the background, and merges what it answers back.
+    fn push_to(this: &Arc<Self>, node: NodeId, layout: &Arc<ClusterLayout>) {
+        let inner = Arc::clone(this);
         let req = LayoutReq::Push(Box::new((**layout).clone()));
         tokio::spawn(async move {
-            if let Err(e) = rpc.call::<LayoutRpc>(node, &req, CALL_TIMEOUT).await {
-                tracing::debug!(%node, error = %e, "layout push failed");
+            match inner.rpc.call::<LayoutRpc>(node, &req, CALL_TIMEOUT).await {
+                Ok(LayoutResp::Layout(l)) => {
+                    if let Err(e) = inner.merge(&l).await {
+                        tracing::warn!(%node, error = %e, "cannot store the layout a peer answered");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(%node, error = %e, "layout push failed"),
             }
         });
     }
 
-    async fn pull_from(&self, node: NodeId) {
+    /// Pulls `node`'s layout and merges it; `true` if it answered with one.
+    async fn pull_from(&self, node: NodeId) -> bool {
         match self
             .rpc
             .call::<LayoutRpc>(node, &LayoutReq::Pull, CALL_TIMEOUT)
@@ -361,10 +495,18 @@ impl Inner {
             Ok(LayoutResp::Layout(l)) => {
                 if let Err(e) = self.merge(&l).await {
                     tracing::warn!(%node, error = %e, "cannot store the layout pulled from a peer");
+                    return false;
                 }
+                true
             }
-            Ok(other) => tracing::debug!(%node, ?other, "unexpected layout answer"),
-            Err(e) => tracing::debug!(%node, error = %e, "layout pull failed"),
+            Ok(other) => {
+                tracing::debug!(%node, ?other, "unexpected layout answer");
+                false
+            }
+            Err(e) => {
+                tracing::debug!(%node, error = %e, "layout pull failed");
+                false
+            }
         }
     }
 }
@@ -376,6 +518,10 @@ impl Handler<LayoutRpc> for LayoutHandler {
     async fn handle(&self, _from: NodeId, req: LayoutReq) -> LayoutResp {
         match req {
             LayoutReq::Push(l) => match self.0.merge(&l).await {
+                // The sender lacks something this node knows: tell it.
+                Ok(()) if **self.0.tx.borrow() != *l => {
+                    LayoutResp::Layout(Box::new((**self.0.tx.borrow()).clone()))
+                }
                 Ok(()) => LayoutResp::Ok,
                 Err(e) => LayoutResp::Error(e.to_string()),
             },

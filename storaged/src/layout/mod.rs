@@ -20,10 +20,14 @@
 
 pub mod assign;
 mod flow;
+pub mod locks;
 pub mod manager;
+pub mod trackers;
 pub mod version;
 
 pub use assign::{AssignParams, Assignment, assign};
+pub use locks::{WriteLock, WriteLocks};
+pub use trackers::Trackers;
 pub use version::{ClusterLayout, LayoutChange, LayoutVersion, Preview, Staging};
 
 use serde::{Deserialize, Serialize};

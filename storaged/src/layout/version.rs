@@ -28,7 +28,10 @@ use std::collections::btree_map::Entry;
 
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeSet;
+
 use super::assign::{AssignParams, assign, partitions_moved, replicas_moved};
+use super::trackers::{self, Trackers};
 use super::{LayoutError, N_PARTITIONS, NodeId, NodeRole};
 use crate::util::crdt::{Crdt, Lww, LwwMap};
 
@@ -182,6 +185,10 @@ pub struct ClusterLayout {
     synced: u64,
     /// Changes staged for the next version.
     staging: Staging,
+    /// Each node's progress through the transition barrier (absent in layouts written
+    /// before the barrier existed: every node then acks afresh).
+    #[serde(default)]
+    trackers: Trackers,
 }
 
 impl ClusterLayout {
@@ -193,6 +200,7 @@ impl ClusterLayout {
             history: Vec::new(),
             synced: 0,
             staging: Staging::new(0, 0),
+            trackers: Trackers::default(),
         }
     }
 
@@ -245,19 +253,103 @@ impl ClusterLayout {
         sets
     }
 
-    /// The nodes to read `partition` from: those of the oldest live version, which is synced
-    /// and so holds every acknowledged write (newer ones may still be copying).
+    /// The nodes to read `partition` from: those of [`Self::read_version`], which hold
+    /// every acknowledged write (newer ones may still be copying).
     #[must_use]
     pub fn read_nodes(&self, partition: u16) -> &[NodeId] {
         self.read_version().nodes_of(partition)
     }
 
-    /// The version reads are served from (the oldest live one).
+    /// The version reads are served from: the current one once every one of its storage
+    /// nodes synced it ([`Self::current_synced`]), else the oldest live one (synced before
+    /// the versions older than it retired).
     #[must_use]
     pub fn read_version(&self) -> &LayoutVersion {
+        if self.current.is_assigned() && self.current_synced() {
+            return &self.current;
+        }
         self.versions()
             .find(|v| v.is_assigned())
             .unwrap_or(&self.current)
+    }
+
+    /// The transition barrier's state, as gossiped.
+    #[must_use]
+    pub fn trackers(&self) -> &Trackers {
+        &self.trackers
+    }
+
+    /// Records that `node` coordinates writes with every live version `>= v` (its older
+    /// writes drained); `true` if that is news.
+    pub fn record_ack(&mut self, node: NodeId, v: u64) -> bool {
+        let v = v.min(self.version());
+        trackers::set_max(&mut self.trackers.ack, node, v)
+    }
+
+    /// Records that `node` synced its partitions of version `v`; `true` if that is news.
+    pub fn record_sync(&mut self, node: NodeId, v: u64) -> bool {
+        let v = v.min(self.version());
+        trackers::set_max(&mut self.trackers.sync, node, v)
+    }
+
+    /// Records that `node` reads from version `v` on; `true` if that is news.
+    pub fn record_sync_ack(&mut self, node: NodeId, v: u64) -> bool {
+        let v = v.min(self.version());
+        trackers::set_max(&mut self.trackers.sync_ack, node, v)
+    }
+
+    /// Whether an older version is still live (a transition is under way).
+    #[must_use]
+    pub fn in_transition(&self) -> bool {
+        self.history.iter().any(LayoutVersion::is_assigned)
+    }
+
+    /// The nodes the barrier waits for: every node with a role (storage or gateway) in a
+    /// live version, since any of them may coordinate writes, whether it is up or down
+    /// (a paused node looks down and still has writes in flight), except the nodes that
+    /// `is_down` says are down *and* that have no role in the current version: a node that
+    /// is being removed and is gone must not block the transition forever. Such a node,
+    /// when it comes back, finds it owns nothing and drops its copy; receivers refuse what
+    /// it still pushes (see `table::sync_rpc`).
+    #[must_use]
+    pub fn barrier_nodes(&self, is_down: impl Fn(&NodeId) -> bool) -> BTreeSet<NodeId> {
+        self.versions()
+            .flat_map(|v| v.roles.keys())
+            .filter(|n| self.current.roles.contains_key(n) || !is_down(n))
+            .copied()
+            .collect()
+    }
+
+    /// The storage nodes of the current version: those that must sync it.
+    #[must_use]
+    pub fn current_storage_nodes(&self) -> BTreeSet<NodeId> {
+        self.current.partitions.iter().flatten().copied().collect()
+    }
+
+    /// Whether every barrier node acked the current version: from then on every write
+    /// anywhere reaches the current version's nodes, so their sync may start.
+    #[must_use]
+    pub fn acked_by_all(&self, is_down: impl Fn(&NodeId) -> bool) -> bool {
+        let v = self.version();
+        (self.barrier_nodes(is_down).iter()).all(|n| trackers::get(&self.trackers.ack, n) >= v)
+    }
+
+    /// Whether every storage node of the current version synced it (reads may use it).
+    #[must_use]
+    pub fn current_synced(&self) -> bool {
+        let v = self.version();
+        (self.current_storage_nodes().iter()).all(|n| trackers::get(&self.trackers.sync, n) >= v)
+    }
+
+    /// Whether the older versions may retire: the current one is synced and every barrier
+    /// node saw it so (reads nowhere use an older version any more).
+    #[must_use]
+    pub fn may_retire(&self, is_down: impl Fn(&NodeId) -> bool) -> bool {
+        let v = self.version();
+        self.in_transition()
+            && self.current_synced()
+            && (self.barrier_nodes(is_down).iter())
+                .all(|n| trackers::get(&self.trackers.sync_ack, n) >= v)
     }
 
     /// Stages a change for the next version.
@@ -428,6 +520,7 @@ impl Crdt for ClusterLayout {
         self.history = all.into_values().collect();
         self.synced = self.synced.max(other.synced);
         self.staging.merge(&other.staging);
+        self.trackers.merge(&other.trackers);
         self.prune();
     }
 }

@@ -56,6 +56,8 @@ pub struct ClusterHandles {
     pub layout: watch::Receiver<Arc<ClusterLayout>>,
     /// Membership's view of the nodes (zones for nearest-replica reads).
     pub members: Option<watch::Receiver<Vec<NodeStatus>>>,
+    /// The layout manager's registry of in-flight writes (the transition barrier).
+    pub write_locks: Arc<crate::layout::WriteLocks>,
 }
 
 /// Every table and the chunk store of this node.
@@ -107,10 +109,13 @@ impl Model {
         let gc_delay_ms = config.background.block_gc_delay_secs.saturating_mul(1000);
         let mode = config.consistency_mode;
         let me = cluster.rpc.node_id();
-        let sharded: Arc<dyn TableReplication> =
-            Arc::new(LayoutReplication::new(cluster.layout.clone(), mode));
-        let everywhere: Arc<dyn TableReplication> =
-            Arc::new(FullReplication::new(cluster.layout.clone(), me, mode));
+        let locks = &cluster.write_locks;
+        let sharded: Arc<dyn TableReplication> = Arc::new(
+            LayoutReplication::new(cluster.layout.clone(), mode).with_locks(Arc::clone(locks)),
+        );
+        let everywhere: Arc<dyn TableReplication> = Arc::new(
+            FullReplication::new(cluster.layout.clone(), me, mode).with_locks(Arc::clone(locks)),
+        );
         let rpc = &cluster.rpc;
         rpc.register::<counters::CountersRpc>(Arc::new(counters::CountersHandler(db.clone())));
         fn open<F: TableSchema>(
@@ -580,6 +585,7 @@ mod lifecycle_tests {
             rpc,
             layout: rx,
             members: None,
+            write_locks: Arc::default(),
         };
         Model::open(&config, &handles).expect("model")
     }

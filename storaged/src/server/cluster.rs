@@ -30,6 +30,11 @@ const TRANSITION_GIVES_UP_AFTER: u32 = 3;
 const LAYOUT_GOSSIP_INTERVAL: Duration = Duration::from_secs(2);
 /// How soon a layout transition that could not complete is retried.
 const TRANSITION_RETRY: Duration = Duration::from_secs(5);
+/// How often this node's transition trackers are re-checked when nothing woke them.
+const TRACKERS_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a starting node with peers waits to learn their layout before its workers
+/// start (a node removed while it was down must know it before it syncs anything).
+const LAYOUT_PULL_AT_START: Duration = Duration::from_secs(10);
 /// Zone of a single node that did not name one.
 const DEFAULT_ZONE: &str = "dc1";
 
@@ -49,6 +54,7 @@ impl ClusterSide {
             rpc: self.rpc.clone(),
             layout: self.layout.watch(),
             members: Some(self.membership.watch()),
+            write_locks: self.layout.write_locks(),
         }
     }
 
@@ -91,6 +97,13 @@ pub(super) async fn start(config: &Config) -> Result<ClusterSide> {
         rpc.clone(),
         membership.clone(),
     );
+    if layout.layout().version() > 0 && !config.bootstrap_peers.is_empty() {
+        // A node back from an outage may have been removed from the layout meanwhile: it
+        // learns that before anti-entropy could push its stale partitions around.
+        if !layout.pull_from_peers(LAYOUT_PULL_AT_START).await {
+            tracing::warn!("no peer answered with its layout yet; starting with the stored one");
+        }
+    }
     Ok(ClusterSide {
         endpoint,
         rpc,
@@ -200,6 +213,11 @@ pub(super) fn spawn_workers(
         side.layout
             .clone()
             .run_sync_worker(sync, TRANSITION_RETRY, shutdown.clone()),
+    );
+    tokio::spawn(
+        side.layout
+            .clone()
+            .run_trackers(TRACKERS_INTERVAL, shutdown.clone()),
     );
     let me = side.rpc.node_id();
     let interval = b.anti_entropy_interval();

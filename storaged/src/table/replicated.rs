@@ -119,7 +119,10 @@ impl<F: TableSchema> ReplicatedTable<F> {
         rpc: Rpc,
         timeout: Duration,
     ) -> Arc<Self> {
-        rpc.register::<TableRpc<F>>(TableHandler::new(Arc::clone(&local)));
+        rpc.register::<TableRpc<F>>(TableHandler::new(
+            Arc::clone(&local),
+            Arc::clone(&replication),
+        ));
         Arc::new(Self {
             local,
             replication,
@@ -166,6 +169,8 @@ impl<F: TableSchema> ReplicatedTable<F> {
     /// [`ReplicationError::NoNodes`] without a layout, [`ReplicationError::Quorum`] when a
     /// set cannot reach its quorum (the entries may still be stored on some replicas).
     pub async fn insert_many(&self, entries: &[F::E]) -> Result<(), ReplicationError> {
+        // Held until the write is decided: the layout transition barrier waits for it.
+        let _lock = self.replication.lock_write();
         let mut items = Vec::with_capacity(entries.len());
         for e in entries {
             items.push((e.partition_key().hash(), encode(e)?));

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::config::ConsistencyMode;
-use crate::layout::{ClusterLayout, partition_of};
+use crate::layout::{ClusterLayout, WriteLock, WriteLocks, partition_of};
 use crate::rpc::NodeId;
 use crate::util::id::Hash;
 
@@ -78,6 +78,20 @@ pub trait TableReplication: Send + Sync + 'static {
     fn quorum_read(&self, partition: &Hash) -> (Vec<NodeId>, usize) {
         (self.read_nodes(partition), self.quorums().read)
     }
+
+    /// Registers a write about to be coordinated (before [`Self::write_sets`] is read),
+    /// so that this node does not acknowledge a newer layout version while it runs (the
+    /// layout transition barrier); held until the write is decided. `None`: no layout.
+    fn lock_write(&self) -> Option<WriteLock> {
+        None
+    }
+
+    /// Whether `node` stores `partition` in some live layout version: a receiver accepts
+    /// anti-entropy pushes only from such a node, so that a node removed from the layout
+    /// while it was down cannot push back entries its old partitions held.
+    fn is_replica(&self, node: &NodeId, partition: &Hash) -> bool {
+        self.write_sets(partition).iter().any(|s| s.contains(node))
+    }
 }
 
 /// Every partition on this node alone, quorum 1: the single-node daemon as it runs today,
@@ -108,13 +122,25 @@ impl TableReplication for LocalOnly {
 pub struct LayoutReplication {
     layout: watch::Receiver<Arc<ClusterLayout>>,
     mode: ConsistencyMode,
+    locks: Option<Arc<WriteLocks>>,
 }
 
 impl LayoutReplication {
     /// Placement from the layouts published on `layout`, with the quorums of `mode`.
     #[must_use]
     pub fn new(layout: watch::Receiver<Arc<ClusterLayout>>, mode: ConsistencyMode) -> Self {
-        Self { layout, mode }
+        Self {
+            layout,
+            mode,
+            locks: None,
+        }
+    }
+
+    /// Registers every write in `locks` (the layout manager's), for the transition barrier.
+    #[must_use]
+    pub fn with_locks(mut self, locks: Arc<WriteLocks>) -> Self {
+        self.locks = Some(locks);
+        self
     }
 
     fn current(&self) -> Arc<ClusterLayout> {
@@ -139,6 +165,10 @@ impl TableReplication for LayoutReplication {
         // The replication factor is fixed when the cluster is created: every version has it.
         Quorums::new(self.current().current().replication_factor, self.mode)
     }
+
+    fn lock_write(&self) -> Option<WriteLock> {
+        self.locks.as_ref().map(|l| l.lock(&self.layout))
+    }
 }
 
 /// Every node of the layout stores every entry: for the small tables that each request
@@ -157,6 +187,7 @@ pub struct FullReplication {
     layout: watch::Receiver<Arc<ClusterLayout>>,
     me: NodeId,
     mode: ConsistencyMode,
+    locks: Option<Arc<WriteLocks>>,
 }
 
 impl FullReplication {
@@ -167,7 +198,19 @@ impl FullReplication {
         me: NodeId,
         mode: ConsistencyMode,
     ) -> Self {
-        Self { layout, me, mode }
+        Self {
+            layout,
+            me,
+            mode,
+            locks: None,
+        }
+    }
+
+    /// Registers every write in `locks` (the layout manager's), for the transition barrier.
+    #[must_use]
+    pub fn with_locks(mut self, locks: Arc<WriteLocks>) -> Self {
+        self.locks = Some(locks);
+        self
     }
 }
 
@@ -218,6 +261,10 @@ impl TableReplication for FullReplication {
             write: smallest.saturating_sub(tolerated).max(1),
             read: 1,
         }
+    }
+
+    fn lock_write(&self) -> Option<WriteLock> {
+        self.locks.as_ref().map(|l| l.lock(&self.layout))
     }
 }
 

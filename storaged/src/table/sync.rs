@@ -447,7 +447,7 @@ impl<F: TableSchema> ReplicatedTable<F> {
                             if n == 0 {
                                 return (i, Ok(0));
                             }
-                            let r = self.call(node, TableReq::Update(missing)).await;
+                            let r = self.call(node, TableReq::Push(missing)).await;
                             let r = r.and_then(|resp| match resp {
                                 TableResp::Updated => Ok(n),
                                 _ => Err(CallError::Unexpected("not an update acknowledgement")),

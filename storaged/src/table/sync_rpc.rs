@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Table, TableSchema, definition, prefix_end, storage_key};
+use super::{Entry, PartitionKey, Table, TableReplication, TableSchema};
+use super::{definition, prefix_end, storage_key};
 use crate::error::Result;
 use crate::rpc::wire::MAX_SERVICE_NAME;
 use crate::rpc::{Handler, NodeId, Service};
@@ -65,6 +66,12 @@ impl<F: TableSchema> Service for TableRpc<F> {
 pub enum TableReq {
     /// Merge these encoded entries into the local replica (a write, or a read repair).
     Update(Vec<Vec<u8>>),
+    /// Merge these encoded entries, sent by anti-entropy: accepted only if the sender
+    /// stores each entry's partition in a live layout version of the receiver (a node
+    /// removed from the layout while it was down must not push back stale or deleted
+    /// entries). An older daemon does not know this request and refuses it: then its own
+    /// anti-entropy pulls the entries instead.
+    Push(Vec<Vec<u8>>),
     /// The local copy of one entry.
     ReadEntry {
         /// Hash of the partition key.
@@ -148,13 +155,41 @@ pub enum TableResp {
 /// Serves [`TableRpc<F>`] from the local replica.
 pub struct TableHandler<F: TableSchema> {
     table: Arc<Table<F>>,
+    replication: Arc<dyn TableReplication>,
 }
 
 impl<F: TableSchema> TableHandler<F> {
-    /// A handler answering from `table`.
+    /// A handler answering from `table`, placed as `replication` says.
     #[must_use]
-    pub fn new(table: Arc<Table<F>>) -> Arc<Self> {
-        Arc::new(Self { table })
+    pub fn new(table: Arc<Table<F>>, replication: Arc<dyn TableReplication>) -> Arc<Self> {
+        Arc::new(Self { table, replication })
+    }
+
+    /// [`TableReq::Push`]: refused whole if `from` does not store one of the entries'
+    /// partitions in a live version (as this node knows the layout).
+    async fn push(&self, from: NodeId, encoded: Vec<Vec<u8>>) -> Result<TableResp> {
+        let entries = encoded
+            .iter()
+            .map(|e| decode::<F::E>(e))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(e) = entries.iter().find(|e| {
+            !self
+                .replication
+                .is_replica(&from, &e.partition_key().hash())
+        }) {
+            let p = crate::layout::partition_of(&e.partition_key().hash());
+            tracing::info!(
+                table = F::TABLE_NAME,
+                peer = %from,
+                partition = p,
+                "refused an anti-entropy push from a node that does not store the partition"
+            );
+            return Ok(TableResp::Error(format!(
+                "sender does not store partition {p} in a live layout version"
+            )));
+        }
+        self.table.insert_many(entries).await?;
+        Ok(TableResp::Updated)
     }
 
     async fn update(&self, encoded: Vec<Vec<u8>>) -> Result<TableResp> {
@@ -236,6 +271,7 @@ impl<F: TableSchema> Handler<TableRpc<F>> for TableHandler<F> {
     async fn handle(&self, from: NodeId, req: TableReq) -> TableResp {
         let result = match req {
             TableReq::Update(entries) => self.update(entries).await,
+            TableReq::Push(entries) => self.push(from, entries).await,
             TableReq::ReadEntry { partition, sort } => self.read_entry(partition, sort).await,
             TableReq::ReadRange {
                 partition,

@@ -206,6 +206,8 @@ enum Op {
     Apply,
     Revert,
     Retire,
+    Ack(u8),
+    Sync(u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -215,6 +217,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Apply),
         1 => Just(Op::Revert),
         1 => Just(Op::Retire),
+        1 => (1u8..=6).prop_map(Op::Ack),
+        1 => (1u8..=6).prop_map(Op::Sync),
     ]
 }
 
@@ -233,6 +237,13 @@ fn run(mut l: ClusterLayout, ops: &[Op]) -> ClusterLayout {
             }
             Op::Revert => l.revert(l.version()).unwrap(),
             Op::Retire => l.retire_up_to(l.version()).unwrap(),
+            Op::Ack(n) => {
+                l.record_ack(id(*n), l.version());
+            }
+            Op::Sync(n) => {
+                l.record_sync(id(*n), l.version());
+                l.record_sync_ack(id(*n), l.version());
+            }
         }
     }
     l
@@ -259,4 +270,145 @@ proptest! {
         m.merge(&c);
         prop_assert_eq!(m.version(), a.version().max(b.version()).max(c.version()));
     }
+}
+
+/// Every node of `l` records what its own tracker refresh would at version `v`.
+fn all_record(
+    l: &mut ClusterLayout,
+    nodes: &[u8],
+    what: fn(&mut ClusterLayout, NodeId, u64) -> bool,
+) {
+    let v = l.version();
+    for &i in nodes {
+        what(l, id(i), v);
+    }
+}
+
+#[test]
+fn the_transition_is_a_barrier_ack_then_sync_then_sync_ack() {
+    // Version 1 on nodes 1..=4, settled: every node acked, synced, sync-acked it.
+    let mut l1 = applied(4, 4);
+    for f in [
+        ClusterLayout::record_ack,
+        ClusterLayout::record_sync,
+        ClusterLayout::record_sync_ack,
+    ] {
+        all_record(&mut l1, &[1, 2, 3, 4], f);
+    }
+    let none_down = |_: &NodeId| false;
+    assert!(!l1.in_transition());
+    assert!(l1.current_synced());
+
+    // Version 2: node 5 joins, node 4 leaves.
+    let mut staged = l1.clone();
+    stage_role(&mut staged, 5, Some(NodeRole::storage("z0", GB)));
+    stage_role(&mut staged, 4, None);
+    let (mut l2, _) = staged.apply(2).unwrap();
+    assert!(l2.in_transition());
+    let barrier: Vec<NodeId> = l2.barrier_nodes(none_down).into_iter().collect();
+    assert_eq!(
+        barrier,
+        [id(1), id(2), id(3), id(4), id(5)],
+        "old and new nodes"
+    );
+    assert_eq!(l2.read_version().version, 1, "reads stay on version 1");
+
+    // Node 3 is paused with the old layout: it never acked 2, so nothing may sync yet,
+    // whether node 3 is seen up or down (it stays in the layout).
+    all_record(&mut l2, &[1, 2, 4, 5], ClusterLayout::record_ack);
+    assert!(!l2.acked_by_all(none_down));
+    assert!(
+        !l2.acked_by_all(|n| *n == id(3)),
+        "a paused node is waited for"
+    );
+    // Even with (premature) syncs and sync-acks everywhere else, nothing retires.
+    let mut premature = l2.clone();
+    all_record(&mut premature, &[1, 2, 3, 5], ClusterLayout::record_sync);
+    all_record(
+        &mut premature,
+        &[1, 2, 4, 5],
+        ClusterLayout::record_sync_ack,
+    );
+    assert!(
+        !premature.may_retire(none_down),
+        "node 3 has not sync-acked"
+    );
+
+    // Node 3 resumes, learns version 2, its old writes drain: it acks.
+    l2.record_ack(id(3), 2);
+    assert!(l2.acked_by_all(none_down));
+    assert!(!l2.current_synced());
+    assert!(!l2.may_retire(none_down));
+    // The storage nodes of version 2 sync (node 4 has nothing to sync in it).
+    let storage: Vec<NodeId> = l2.current_storage_nodes().into_iter().collect();
+    assert_eq!(storage, [id(1), id(2), id(3), id(5)]);
+    all_record(&mut l2, &[1, 2, 3], ClusterLayout::record_sync);
+    assert_eq!(l2.read_version().version, 1, "node 5 not synced yet");
+    l2.record_sync(id(5), 2);
+    assert!(l2.current_synced());
+    assert_eq!(
+        l2.read_version().version,
+        2,
+        "reads move to the synced version"
+    );
+    for p in 0..=255u16 {
+        assert_eq!(l2.write_sets(p).last().copied(), Some(l2.nodes_of(p)));
+    }
+    // Writes still reach version 1 until every node saw the sync.
+    all_record(&mut l2, &[1, 2, 3, 5], ClusterLayout::record_sync_ack);
+    assert!(
+        !l2.may_retire(none_down),
+        "node 4 (up) still reads version 1"
+    );
+    assert!(
+        l2.may_retire(|n| *n == id(4)),
+        "a removed node that is down is not waited for"
+    );
+    l2.record_sync_ack(id(4), 2);
+    assert!(l2.may_retire(none_down));
+    l2.retire_up_to(2).unwrap();
+    assert!(!l2.in_transition());
+    assert!(!l2.may_retire(none_down));
+    assert!(l2.current().partitions_of(&id(4)).is_empty());
+}
+
+#[test]
+fn trackers_merge_and_never_exceed_the_version() {
+    let l1 = applied(3, 3);
+    let (mut a, mut b) = (l1.clone(), l1.clone());
+    a.record_ack(id(1), 1);
+    b.record_ack(id(2), 1);
+    assert!(!a.record_ack(id(1), 9) || a.trackers().ack[&id(1)] == 1);
+    assert_eq!(
+        a.trackers().ack[&id(1)],
+        1,
+        "clamped to the current version"
+    );
+    a.merge(&b);
+    assert_eq!(a.trackers().ack.len(), 2);
+    b.merge(&a);
+    assert_eq!(a, b);
+}
+
+#[test]
+fn layouts_without_trackers_decode_and_old_daemons_ignore_them() {
+    /// The layout as a daemon without the barrier wrote it.
+    #[derive(Serialize, Deserialize)]
+    struct Old {
+        current: LayoutVersion,
+        history: Vec<LayoutVersion>,
+        synced: u64,
+        staging: Staging,
+    }
+    let mut l = applied(3, 3);
+    l.record_ack(id(1), 1);
+    let old: Old = decode(&encode(&l).unwrap()).unwrap();
+    assert_eq!(
+        old.current,
+        *l.current(),
+        "an old daemon reads the new record"
+    );
+    let back: ClusterLayout = decode(&encode(&old).unwrap()).unwrap();
+    assert!(back.trackers().ack.is_empty());
+    assert_eq!(back.current(), l.current());
 }
