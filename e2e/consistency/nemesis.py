@@ -53,7 +53,12 @@ class Nemesis:
     # -- what the workload may use -------------------------------------------------------------
 
     def serving(self) -> list[ClusterNode]:
-        """Nodes clients send requests to: those with a layout role (faulty ones included)."""
+        """Nodes clients send requests to: every node, faulty ones and the one without a
+        role (it serves as a gateway) included."""
+        return list(self.cluster.nodes)
+
+    def storage_nodes(self) -> list[ClusterNode]:
+        """Nodes with a role in the newest layout (they hold the chunks)."""
         with self.lock:
             return list(self.storage)
 

@@ -267,7 +267,7 @@ class Run:
         dur = max(self.history.now(), 1e-9)
         self.log(f"{len(ops)} operations ({len(ops) / dur:.1f}/s), nemesis {nem.counts}")
         # Healed: every node up, layout transitions done, anti-entropy converged.
-        storage = nem.serving()
+        storage = nem.storage_nodes()
         stuck_heal: list[str] = []
         # A cluster that does not heal is an anomaly, but the final reads still run: what
         # they find is the verdict on the data.
@@ -278,7 +278,7 @@ class Run:
             except BaseException as exc:  # noqa: BLE001 - pytest.fail is a BaseException
                 self.log(f"after healing, no {what}: {str(exc)[:600]}")
                 stuck_heal.append(f"after healing, no {what}: {str(exc)[:300]}")
-        final, listed = self.converge(storage, keys)
+        final, listed = self.converge(c.nodes, keys)
         rep = checker.check(ops, keys, final, listed)
         rep.anomalies += stuck_heal
         rep.anomalies += [f"nemesis: {e}" for e in nem.errors]
