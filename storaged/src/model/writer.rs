@@ -119,7 +119,7 @@ impl ObjectWriter {
             state: ObjectVersionState::Complete(data),
         };
         // Test-only: acknowledge every other write without its commit (see `util::fault`).
-        let lose = fault::active(Fault::LoseAckedPuts) && self.uuid.as_bytes()[0] % 2 == 0;
+        let lose = fault::active(Fault::LoseAckedPuts) && self.uuid.as_bytes()[0].is_multiple_of(2);
         if !lose {
             let mut versions = also;
             versions.push(v);
