@@ -129,9 +129,7 @@ def test_node_removed_while_down_resurrects_nothing(make_cluster):
     def listing(node) -> list[str]:
         return [k for k, _, _ in list_keys(node.s3(), cluster.bucket)]
 
-    # n4 learns it owns nothing and drops its copy instead of pushing it.
-    wait_until(lambda: any(log_lines(n4, "dropped a partition this node no longer stores")),
-               60, "node 4 to drop what it no longer stores")
+    # n4 learns it owns nothing (it pulls the layout at start): it must push nothing back.
 
     def agree() -> None:
         for node in cluster.nodes:
