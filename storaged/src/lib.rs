@@ -21,7 +21,8 @@
 //! | [`server`] | wires everything into a running daemon with graceful shutdown |
 //! | [`cli`], [`dev`] | the admin CLI client and the `storaged dev` supervisor |
 //!
-//! The S3 PUT path: `s3::put` → `s3::writer` (chunks the body) → `block` + `model`
+//! The S3 PUT path: `s3::put` → `s3::writer` (chunks the body) → `model::writer::ObjectWriter`
+//! (begin / store chunk / commit / abort: the crash-safety order) → `block` + `model`
 //! tables. The GET path: `s3::get` → `model::Object` → `block::BlockManager::read_block`.
 
 // Tests may unwrap: a panic there is a failing test, not a crash a user can cause.
