@@ -208,13 +208,7 @@ pub async fn store_chunk(
     // The version entry and the chunk's reference are durable before the chunk is stored
     // (together, one round trip); chunks are pipelined by the caller, so the second round
     // trip overlaps the next chunks' transfers.
-    let block_ref = BlockRef::new(hash, version);
-    let (a, b) = tokio::join!(
-        model.versions.insert(&v),
-        model.block_refs.insert(&block_ref),
-    );
-    a?;
-    b?;
+    attach_chunks(model, &v).await?;
     model.put_chunk(hash, data).await?;
     Ok(block)
 }
