@@ -239,6 +239,10 @@ pub struct LimitsConfig {
     /// Seconds a client may take to send its request headers.
     #[serde(default = "default_header_timeout")]
     pub header_read_timeout_secs: u64,
+    /// Bytes of object data this node may hold in memory at once (chunk buffers of PUTs
+    /// and GETs, transfers to slow replicas, frames from peers); past it, requests wait.
+    #[serde(default = "default_memory_budget")]
+    pub memory_budget_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -246,6 +250,7 @@ impl Default for LimitsConfig {
         Self {
             max_connections: default_max_connections(),
             header_read_timeout_secs: default_header_timeout(),
+            memory_budget_bytes: default_memory_budget(),
         }
     }
 }
@@ -309,6 +314,10 @@ fn default_resync_retry() -> u64 {
 fn default_tombstone_gc_delay() -> u64 {
     86_400
 }
+fn default_memory_budget() -> usize {
+    crate::util::budget::DEFAULT_BUDGET
+}
+
 fn default_max_connections() -> usize {
     1024
 }
@@ -360,6 +369,7 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("background", "resync_retry_secs", Kind::Int),
     ("background", "tombstone_gc_delay_secs", Kind::Int),
     ("limits", "max_connections", Kind::Int),
+    ("limits", "memory_budget_bytes", Kind::Int),
     ("limits", "header_read_timeout_secs", Kind::Int),
 ];
 
@@ -521,6 +531,13 @@ impl Config {
         }
         if self.limits.max_connections == 0 {
             return bad("limits.max_connections", "must be at least 1");
+        }
+        let budget = self.limits.memory_budget_bytes;
+        if !(crate::util::budget::MIN_BUDGET..=crate::util::budget::MAX_BUDGET).contains(&budget) {
+            return bad(
+                "limits.memory_budget_bytes",
+                "must be between 4194304 (4 MiB) and 4294967295 (4 GiB)",
+            );
         }
         if self.limits.header_read_timeout_secs == 0 {
             return bad("limits.header_read_timeout_secs", "must be at least 1");

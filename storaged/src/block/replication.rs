@@ -13,8 +13,9 @@ use bytes::Bytes;
 use super::rpc::{BlockReq, BlockResp, BlockRpc};
 use crate::membership::NodeStatus;
 use crate::rpc::quorum::fmt_errors;
-use crate::rpc::{NodeId, Rpc};
+use crate::rpc::{Encoded, NodeId, Rpc};
 use crate::table::replication::{SetsProgress, SetsTracker};
+use crate::util::budget::BudgetPermit;
 use crate::util::id::Hash;
 
 /// The zone of each node, for choosing the nearest replica (nodes missing from the map
@@ -131,13 +132,24 @@ impl BlockReplicator {
         nodes: &[NodeId],
         write_quorum: usize,
     ) -> Result<(), ReplicationError> {
-        self.put_to_sets(hash, data, &[nodes.to_vec()], write_quorum)
-            .await
+        self.put_to_sets(
+            hash,
+            data,
+            &[nodes.to_vec()],
+            write_quorum,
+            BudgetPermit::none(),
+        )
+        .await
     }
 
     /// Like [`Self::put`] for a layout transition: `sets` are the chunk's write sets (one
     /// per live layout version, `ClusterLayout::write_sets`), every node of every set gets
     /// the chunk once, and the put succeeds when each set has `write_quorum` copies.
+    ///
+    /// `held` is the chunk's share of the memory budget (its bytes and their one encoding
+    /// for the peers). Transfers still running when the put returns keep it; they give it
+    /// back early, abandoning those nodes to resync (which fetches a chunk a node's
+    /// reference names and its disk lacks), as soon as anybody waits for the budget.
     ///
     /// # Errors
     /// [`ReplicationError::Quorum`] as soon as some set can no longer reach its quorum
@@ -148,6 +160,7 @@ impl BlockReplicator {
         data: Bytes,
         sets: &[Vec<NodeId>],
         write_quorum: usize,
+        held: BudgetPermit,
     ) -> Result<(), ReplicationError> {
         let mut tracker = SetsQuorum::new(sets, write_quorum);
         let quorum_error = |tracker: SetsQuorum| ReplicationError::Quorum {
@@ -162,13 +175,14 @@ impl BlockReplicator {
             None => {}
         }
         let nodes = tracker.nodes();
-        let req = BlockReq::Put { hash, data };
+        let req = Encoded::<BlockRpc>::new(BlockReq::Put { hash, data });
         let (tx, mut rx) = tokio::sync::mpsc::channel(nodes.len().max(1));
+        let mut transfers = Vec::with_capacity(nodes.len());
         for node in nodes {
             let (rpc, req, tx) = (self.rpc.clone(), req.clone(), tx.clone());
             let timeout = self.cfg.call_timeout;
-            tokio::spawn(async move {
-                let result = match rpc.call::<BlockRpc>(node, &req, timeout).await {
+            let task = tokio::spawn(async move {
+                let result = match rpc.call_encoded::<BlockRpc>(node, &req, timeout).await {
                     Ok(BlockResp::Stored) => Ok(()),
                     Ok(BlockResp::Refused(r)) => Err(format!("refused: {r}")),
                     Ok(BlockResp::Failed(e)) => Err(format!("failed: {e}")),
@@ -181,18 +195,37 @@ impl BlockReplicator {
                 // Gone once the quorum was decided: the late answer is not needed.
                 let _ = tx.send((node, result)).await;
             });
+            transfers.push(task.abort_handle());
         }
-        drop(tx);
-        while let Some((node, result)) = rx.recv().await {
+        drop((tx, req));
+        let mut answered = 0;
+        let decided = loop {
+            let Some((node, result)) = rx.recv().await else {
+                // Every task ended without a decision (a task panicked or the runtime stops).
+                break Err(quorum_error(tracker));
+            };
+            answered += 1;
             tracker.record(node, result);
             match tracker.decision() {
-                Some(true) => return Ok(()),
-                Some(false) => return Err(quorum_error(tracker)),
+                Some(true) => break Ok(()),
+                Some(false) => break Err(quorum_error(tracker)),
                 None => {}
             }
+        };
+        if answered < transfers.len() {
+            let budget = self.rpc.budget().clone();
+            tokio::spawn(async move {
+                let _held = held;
+                tokio::select! {
+                    () = async { while rx.recv().await.is_some() {} } => {}
+                    () = budget.pressed() => {
+                        tracing::debug!(block = %hash, "memory budget pressed: slow replicas get the chunk through resync");
+                        transfers.iter().for_each(tokio::task::AbortHandle::abort);
+                    }
+                }
+            });
         }
-        // Every task ended without a decision (a task panicked or the runtime stops).
-        Err(quorum_error(tracker))
+        decided
     }
 
     /// Reads the chunk from the nearest replica of `nodes` (see [`preferred_order`] with

@@ -29,6 +29,7 @@ use crate::table::{
     Db, EmptyKey, FullReplication, LayoutReplication, ReplicatedTable, Table, TableReplication,
     TableSchema,
 };
+use crate::util::budget::{BudgetPermit, MemoryBudget};
 use crate::util::crdt::Lww;
 use crate::util::id::{Hash, Uuid};
 use crate::util::time::now_ms;
@@ -205,8 +206,9 @@ impl Model {
     }
 
     /// Stores a chunk on its replicas: returns once the write quorum of every live layout
-    /// version's set holds it (the other copies land in the background).
-    pub async fn put_chunk(&self, hash: Hash, data: Bytes) -> Result<()> {
+    /// version's set holds it (the other copies land in the background, holding `held`,
+    /// the chunk's share of the memory budget, until they end or the budget is pressed).
+    pub async fn put_chunk(&self, hash: Hash, data: Bytes, held: BudgetPermit) -> Result<()> {
         let sets = self.placement.write_sets(&hash);
         if sets.is_empty() {
             return Err(Error::Unavailable(
@@ -216,7 +218,7 @@ impl Model {
         let quorum = self.placement.write_quorum();
         Ok(self
             .replicator
-            .put_to_sets(hash, data, &sets, quorum)
+            .put_to_sets(hash, data, &sets, quorum, held)
             .await?)
     }
 
@@ -234,6 +236,12 @@ impl Model {
         nodes.retain(|n| *n != me);
         let ordered = crate::block::preferred_order(me, &nodes, &self.placement.zones());
         Ok(self.replicator.get_ordered(hash, &ordered).await?.1)
+    }
+
+    /// The node's memory budget (chunk buffers and transfers hold their bytes from it).
+    #[must_use]
+    pub fn budget(&self) -> &MemoryBudget {
+        self.rpc.budget()
     }
 
     /// Starts the insert-queue drains of every table that hooks write to.
@@ -618,7 +626,7 @@ mod lifecycle_tests {
             .insert(&BlockRef::new(hash, uuid))
             .await
             .expect("ref");
-        m.put_chunk(hash, Bytes::copy_from_slice(data))
+        m.put_chunk(hash, Bytes::copy_from_slice(data), BudgetPermit::none())
             .await
             .expect("block");
         hash

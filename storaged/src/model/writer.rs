@@ -26,6 +26,7 @@ use super::object::{
 use super::version::{BlockPos, VersionBlock};
 use super::{BlockRef, Model, Object, Version};
 use crate::error::Result;
+use crate::util::budget::BudgetPermit;
 use crate::util::fault::{self, Fault};
 use crate::util::id::{Hash, Uuid};
 
@@ -191,12 +192,14 @@ async fn abort_version(model: &Model, bucket: Uuid, key: &str, uuid: Uuid, times
 }
 
 /// Step 2: stores `data` as the chunk at `pos` of `version` (an object version, or a part's
-/// version).
+/// version). `held` is the chunk's share of the memory budget; it is given back once every
+/// replica has it (or was left to resync).
 pub async fn store_chunk(
     model: &Model,
     version: Uuid,
     pos: BlockPos,
     data: Bytes,
+    held: BudgetPermit,
 ) -> Result<VersionBlock> {
     let hash = Hash::hash_of(&data);
     let block = VersionBlock {
@@ -209,7 +212,7 @@ pub async fn store_chunk(
     // (together, one round trip); chunks are pipelined by the caller, so the second round
     // trip overlaps the next chunks' transfers.
     attach_chunks(model, &v).await?;
-    model.put_chunk(hash, data).await?;
+    model.put_chunk(hash, data, held).await?;
     Ok(block)
 }
 

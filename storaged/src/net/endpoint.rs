@@ -13,6 +13,7 @@ use super::identity::NodeKey;
 use super::stream::{FrameRecv, FrameSend};
 use super::tls::{self, CLUSTER_SERVER_NAME, ClusterTls};
 use super::{NetConfig, NetError};
+use crate::util::budget::{BudgetPermit, MemoryBudget};
 use crate::util::id::Id32;
 
 /// Handshakes in progress at once; past this, new connection attempts are refused
@@ -324,6 +325,29 @@ impl Peer {
         stream.recv.recv_frame().await
     }
 
+    /// [`Self::request`], holding the answer's bytes from `budget` (see
+    /// [`super::FrameRecv::recv_frame_counted`]).
+    ///
+    /// # Errors
+    /// As [`Self::request`].
+    pub async fn request_counted(
+        &self,
+        payload: &[u8],
+        budget: &MemoryBudget,
+    ) -> Result<(Bytes, BudgetPermit), NetError> {
+        let mut stream = self.open().await?;
+        // A call abandoned on the way (its caller timed out or gave up on a slow peer)
+        // resets the stream, so that QUIC drops the bytes it still buffers for the peer.
+        let mut send = ResetOnDrop(Some(stream.send));
+        if let Some(s) = send.0.as_mut() {
+            s.send_frame(payload).await?;
+            s.finish()?;
+        }
+        let answer = stream.recv.recv_frame_counted(budget).await;
+        send.0 = None;
+        answer
+    }
+
     /// Closes the connection; the peer sees `reason`.
     pub fn close(&self, reason: &str) {
         self.conn
@@ -333,5 +357,16 @@ impl Peer {
     /// Waits until the connection is closed, and says why.
     pub async fn closed(&self) -> NetError {
         NetError::Connection(self.conn.closed().await)
+    }
+}
+
+/// Resets the stream it holds when dropped, unless taken out first.
+struct ResetOnDrop(Option<FrameSend>);
+
+impl Drop for ResetOnDrop {
+    fn drop(&mut self) {
+        if let Some(s) = self.0.as_mut() {
+            s.reset(0);
+        }
     }
 }

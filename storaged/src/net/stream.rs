@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::NetError;
 use super::frame::{self, BODY_LEN_PREFIX, FrameError, LEN_PREFIX, MAX_FRAME_LEN};
+use crate::util::budget::{BudgetPermit, MemoryBudget, UNCOUNTED_FRAME};
 
 /// The largest piece of a body read or written at once: bounds memory per transfer.
 pub const BODY_PIECE: usize = 64 * 1024;
@@ -99,18 +100,60 @@ impl FrameRecv {
 
     /// Reads one frame's payload.
     ///
-    /// The length is validated before the payload buffer is allocated.
+    /// The length is validated before anything is allocated, and the buffer grows as the
+    /// bytes arrive (never to more than the announced length): a peer that announces a
+    /// large frame and sends nothing costs nothing.
     ///
     /// # Errors
     /// [`FrameError::Incomplete`] if the stream ends inside the frame (or before it),
     /// [`FrameError::TooLarge`] for an oversized length, or the stream failed.
     pub async fn recv_frame(&mut self) -> Result<Bytes, NetError> {
+        let len = self.recv_len().await?;
+        self.recv_payload(len).await
+    }
+
+    /// [`Self::recv_frame`], holding the frame's bytes from `budget` (twice its length: the
+    /// frame and the message decoded from it) before reading it; the permit is the
+    /// caller's to keep while it uses the message. Small frames are not counted
+    /// ([`UNCOUNTED_FRAME`]).
+    ///
+    /// # Errors
+    /// As [`Self::recv_frame`].
+    pub async fn recv_frame_counted(
+        &mut self,
+        budget: &MemoryBudget,
+    ) -> Result<(Bytes, BudgetPermit), NetError> {
+        let len = self.recv_len().await?;
+        let permit = if len < UNCOUNTED_FRAME {
+            BudgetPermit::none()
+        } else {
+            budget.acquire_internal(len.saturating_mul(2)).await
+        };
+        Ok((self.recv_payload(len).await?, permit))
+    }
+
+    async fn recv_len(&mut self) -> Result<usize, NetError> {
         let mut prefix = [0u8; LEN_PREFIX];
         self.read_exact(&mut prefix).await?;
         let len = frame::decode_len(prefix)?;
         debug_assert!(len <= MAX_FRAME_LEN);
-        let mut payload = vec![0u8; len];
-        self.read_exact(&mut payload).await?;
+        Ok(len)
+    }
+
+    async fn recv_payload(&mut self, len: usize) -> Result<Bytes, NetError> {
+        let mut payload = Vec::with_capacity(len.min(BODY_PIECE));
+        while payload.len() < len {
+            let want = (len - payload.len()).min(BODY_PIECE);
+            let Some(chunk) = self.inner.read_chunk(want, true).await? else {
+                return Err(NetError::Frame(FrameError::Incomplete));
+            };
+            if payload.capacity() - payload.len() < chunk.bytes.len() {
+                // Doubling, capped at the announced length: the final size is exact.
+                let grow = (len - payload.len()).min(payload.capacity().max(BODY_PIECE));
+                payload.reserve_exact(grow);
+            }
+            payload.extend_from_slice(&chunk.bytes);
+        }
         Ok(Bytes::from(payload))
     }
 

@@ -15,6 +15,7 @@ use super::quorum::{QuorumError, call_quorum};
 use super::wire;
 use super::{Handler, NodeId, RemoteError, RpcConfig, RpcError, Service};
 use crate::net::{BiStream, Endpoint, Peer};
+use crate::util::budget::MemoryBudget;
 use crate::util::encode::{self, EncodeError};
 
 /// This node's RPC system: calls other nodes' services and serves its own.
@@ -191,13 +192,7 @@ impl Rpc {
         req: &S::Req,
         timeout: Duration,
     ) -> Result<S::Resp, RpcError> {
-        let down = self
-            .inner
-            .down
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(&node);
-        if down {
+        if self.is_down(node) {
             return Err(RpcError::Down(node));
         }
         self.probe::<S>(node, req, timeout).await
@@ -225,6 +220,34 @@ impl Rpc {
             .map_err(|_| RpcError::Timeout(timeout))?
     }
 
+    /// [`Self::call`] with a request encoded beforehand: a request sent to several nodes
+    /// (a chunk to its replicas) is encoded, and held in memory, once.
+    ///
+    /// # Errors
+    /// As [`Self::call`].
+    pub async fn call_encoded<S: Service>(
+        &self,
+        node: NodeId,
+        req: &Encoded<S>,
+        timeout: Duration,
+    ) -> Result<S::Resp, RpcError> {
+        if self.is_down(node) {
+            return Err(RpcError::Down(node));
+        }
+        let call = async {
+            if node == self.node_id() {
+                return self.call_local::<S>(S::Req::clone(&req.req)).await;
+            }
+            match &req.payload {
+                Ok(p) => self.call_remote::<S>(node, p).await,
+                Err(e) => Err(RpcError::Protocol(encode_failure(e))),
+            }
+        };
+        tokio::time::timeout(timeout, call)
+            .await
+            .map_err(|_| RpcError::Timeout(timeout))?
+    }
+
     /// Sends `req` to every node in `nodes` at once and returns as soon as `quorum` of
     /// them answered, with their responses; the other calls finish in the background
     /// (so a write still reaches every replica) and their responses are dropped. Each
@@ -241,25 +264,27 @@ impl Rpc {
         timeout: Duration,
     ) -> Result<Vec<(NodeId, S::Resp)>, QuorumError> {
         // Encoded once for all remote nodes; an encoding failure fails every call alike.
-        let payload: Result<Arc<[u8]>, Arc<EncodeError>> = wire::encode_request::<S>(req)
-            .map(Arc::from)
-            .map_err(Arc::new);
-        let req = Arc::new(req.clone());
+        let req = Encoded::<S>::new(req.clone());
         call_quorum(nodes, quorum, timeout, |node| {
             let rpc = self.clone();
-            let payload = payload.clone();
             let req = req.clone();
-            async move {
-                if node == rpc.node_id() {
-                    return rpc.call_local::<S>(S::Req::clone(&req)).await;
-                }
-                match payload {
-                    Ok(p) => rpc.call_remote::<S>(node, &p).await,
-                    Err(e) => Err(RpcError::Protocol(encode_failure(&e))),
-                }
-            }
+            async move { rpc.call_encoded::<S>(node, &req, timeout).await }
         })
         .await
+    }
+
+    fn is_down(&self, node: NodeId) -> bool {
+        self.inner
+            .down
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&node)
+    }
+
+    /// The node's memory budget (shared by everything that holds object data).
+    #[must_use]
+    pub fn budget(&self) -> &MemoryBudget {
+        &self.inner.cfg.budget
     }
 
     async fn call_local<S: Service>(&self, req: S::Req) -> Result<S::Resp, RpcError> {
@@ -275,15 +300,18 @@ impl Rpc {
         node: NodeId,
         payload: &[u8],
     ) -> Result<S::Resp, RpcError> {
+        let budget = &self.inner.cfg.budget;
         let lease = self.inner.cache.get(node).await?;
-        match lease.peer.request(payload).await {
-            Ok(resp) => wire::decode_response(&resp),
+        // The answer's bytes are held from the budget until it is decoded.
+        match lease.peer.request_counted(payload, budget).await {
+            Ok((resp, _held)) => wire::decode_response(&resp),
             // A cached connection that died since its last use (the peer restarted):
             // one retry on a new connection, which `get` makes since this one is closed.
             Err(e) if !lease.fresh && is_closed(&lease.peer) => {
                 tracing::debug!(%node, "cached connection was dead ({e}), reconnecting");
                 let lease = self.inner.cache.get(node).await?;
-                wire::decode_response(&lease.peer.request(payload).await?)
+                let (resp, _held) = lease.peer.request_counted(payload, budget).await?;
+                wire::decode_response(&resp)
             }
             Err(e) => Err(e.into()),
         }
@@ -330,6 +358,37 @@ impl Rpc {
 
 fn encode_failure(_: &EncodeError) -> &'static str {
     "the request could not be encoded"
+}
+
+/// A request encoded once for calls to several nodes ([`Rpc::call_encoded`]). Cheap to
+/// clone: clones share the payload.
+pub struct Encoded<S: Service> {
+    req: Arc<S::Req>,
+    /// An encoding failure fails every remote call alike.
+    payload: Result<Arc<[u8]>, Arc<EncodeError>>,
+}
+
+impl<S: Service> Encoded<S> {
+    /// Encodes `req` for the wire (and keeps it for a call to this node itself).
+    #[must_use]
+    pub fn new(req: S::Req) -> Self {
+        let payload = wire::encode_request::<S>(&req)
+            .map(Arc::from)
+            .map_err(Arc::new);
+        Self {
+            req: Arc::new(req),
+            payload,
+        }
+    }
+}
+
+impl<S: Service> Clone for Encoded<S> {
+    fn clone(&self) -> Self {
+        Self {
+            req: Arc::clone(&self.req),
+            payload: self.payload.clone(),
+        }
+    }
 }
 
 /// The running server loop of [`Rpc::serve`].
@@ -412,20 +471,23 @@ async fn serve_peer(rpc: Rpc, peer: Peer, mut stop: watch::Receiver<bool>) {
 
 async fn handle_stream(rpc: &Rpc, from: NodeId, mut s: BiStream) {
     let timeout = rpc.inner.cfg.request_read_timeout;
-    let payload = match tokio::time::timeout(timeout, s.recv.recv_frame()).await {
-        Ok(Ok(p)) => p,
-        Ok(Err(e)) => {
-            tracing::debug!(peer = %from, "bad request stream: {e}");
-            s.send.reset(1);
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(peer = %from, "no request within {timeout:?}");
-            s.recv.stop(1);
-            s.send.reset(1);
-            return;
-        }
-    };
+    let budget = &rpc.inner.cfg.budget;
+    // The request's bytes stay held from the budget until its answer is sent.
+    let (payload, _held) =
+        match tokio::time::timeout(timeout, s.recv.recv_frame_counted(budget)).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %from, "bad request stream: {e}");
+                s.send.reset(1);
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(peer = %from, "no request within {timeout:?}");
+                s.recv.stop(1);
+                s.send.reset(1);
+                return;
+            }
+        };
     let resp = rpc.dispatch(from, &payload).await;
     let sent = match s.send.send_frame(&resp).await {
         Ok(()) => s.send.finish(),

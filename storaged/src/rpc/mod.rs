@@ -68,10 +68,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 pub use backoff::Backoff;
-pub use helper::{Rpc, RpcServer};
+pub use helper::{Encoded, Rpc, RpcServer};
 pub use quorum::{Progress, QuorumError, QuorumTracker};
 
 use crate::net::NetError;
+use crate::util::budget::MemoryBudget;
 use crate::util::encode::EncodeError;
 use crate::util::id::Id32;
 
@@ -119,6 +120,9 @@ pub struct RpcConfig {
     pub backoff_min: Duration,
     /// The cap of the exponential back-off.
     pub backoff_max: Duration,
+    /// The node's memory budget: frames from peers (requests and responses) hold their
+    /// bytes from it while they are read and handled.
+    pub budget: MemoryBudget,
 }
 
 impl Default for RpcConfig {
@@ -129,6 +133,7 @@ impl Default for RpcConfig {
             connect_timeout: Duration::from_secs(5),
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
+            budget: MemoryBudget::default(),
         }
     }
 }

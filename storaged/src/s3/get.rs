@@ -208,6 +208,11 @@ pub(super) async fn body_stream(
                     // A task per chunk: the fetch runs while earlier chunks stream out,
                     // and the stream stays `Sync` whatever the RPC future is.
                     tokio::spawn(async move {
+                        // Held until the chunk is handed to the response body.
+                        let held = model
+                            .budget()
+                            .acquire(usize::try_from(size).unwrap_or(usize::MAX))
+                            .await;
                         let data = model.get_chunk(hash).await?;
                         let from = range.start.saturating_sub(off).min(size);
                         let to = (range.end - off).min(size);
@@ -215,11 +220,15 @@ pub(super) async fn body_stream(
                             usize::try_from(from).unwrap_or(0),
                             usize::try_from(to).unwrap_or(0),
                         );
-                        Ok::<_, crate::Error>(data.slice(from..to.min(data.len())))
+                        Ok::<_, crate::Error>((data.slice(from..to.min(data.len())), held))
                     })
                 })
                 .buffered(3)
-                .map(|joined| joined.map_err(crate::Error::from).and_then(|r| r));
+                .map(|joined| {
+                    joined
+                        .map_err(crate::Error::from)
+                        .and_then(|r| r.map(|(data, _held)| data))
+                });
             Ok(StreamingBlob::wrap(s))
         }
         ObjectVersionData::DeleteMarker => Err(s3_error!(NoSuchKey)),

@@ -2,6 +2,9 @@
 //! `block_size` written while the rest of the body is still arriving (a few in flight), with
 //! MD5 and the requested flexible checksum computed on the way.
 //!
+//! Each chunk holds its share of the node's memory budget from before its bytes are read
+//! until its replicas have it, so memory stays bounded whatever the clients and peers do.
+//!
 //! The order of each chunk's writes (and why) is `model::writer`'s.
 
 use std::sync::Arc;
@@ -10,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 use futures::stream::{FuturesOrdered, StreamExt};
 use s3s::crypto::{Checksum as _, Md5};
 use s3s::dto::StreamingBlob;
+use s3s::stream::ByteStream as _;
 use s3s::{S3Error, S3ErrorCode, S3Result, s3_error};
 
 use super::checksum::Hasher;
@@ -17,6 +21,7 @@ use super::error::OrS3;
 use crate::model::object::ChecksumAlgo;
 use crate::model::version::{BlockPos, VersionBlock};
 use crate::model::{Model, writer};
+use crate::util::budget::BudgetPermit;
 use crate::util::id::{Hash, Uuid};
 
 /// Chunk writes in flight per request (memory bound: this many chunks).
@@ -88,9 +93,18 @@ async fn store_chunk(
     version: Uuid,
     pos: BlockPos,
     data: Bytes,
+    held: BudgetPermit,
 ) -> S3Result<(BlockPos, VersionBlock)> {
-    let block = writer::store_chunk(&model, version, pos, data).await.s3()?;
+    let block = writer::store_chunk(&model, version, pos, data, held)
+        .await
+        .s3()?;
     Ok((pos, block))
+}
+
+/// The budget share of a chunk of `len` bytes (at most `block_size`): its bytes, and their
+/// one encoding for the replicas.
+fn chunk_share(len: usize, block_size: usize) -> usize {
+    len.clamp(1, block_size).saturating_mul(2)
 }
 
 /// Reads `body` to the end into `target`.
@@ -106,9 +120,24 @@ pub(super) async fn store_body(
     let mut offset: u64 = 0;
     let mut in_flight = FuturesOrdered::new();
     let mut blocks = Vec::new();
+    let budget = target.model.budget().clone();
+    // The budget share of the chunk being filled: taken before its bytes are read, so
+    // that a node out of budget stops reading bodies (TCP pushes back on the clients).
+    let mut held: Option<BudgetPermit> = None;
 
     let mut body = body;
     loop {
+        if held.is_none() {
+            let left = body
+                .as_ref()
+                .and_then(|b| b.remaining_length().exact())
+                .unwrap_or(block_size);
+            held = Some(
+                budget
+                    .acquire(chunk_share(buf.len() + left, block_size))
+                    .await,
+            );
+        }
         let next = match body.as_mut() {
             Some(b) => b.next().await,
             None => None,
@@ -147,11 +176,16 @@ pub(super) async fn store_body(
                 offset,
             };
             offset += data.len() as u64;
+            let share = match held.take() {
+                Some(p) => p,
+                None => budget.acquire(chunk_share(data.len(), block_size)).await,
+            };
             in_flight.push_back(tokio::spawn(store_chunk(
                 Arc::clone(target.model),
                 target.version,
                 pos,
                 data,
+                share,
             )));
             if in_flight.len() >= IN_FLIGHT
                 && let Some(done) = in_flight.next().await

@@ -78,7 +78,11 @@ pub(super) async fn start(config: &Config) -> Result<ClusterSide> {
     let endpoint = Endpoint::bind(net_cfg)
         .await
         .map_err(|e| Error::Config(format!("rpc_bind_addr {}: {e}", config.rpc_bind_addr)))?;
-    let rpc = Rpc::new(endpoint.clone(), RpcConfig::default());
+    let rpc_cfg = RpcConfig {
+        budget: crate::util::budget::MemoryBudget::new(config.limits.memory_budget_bytes),
+        ..RpcConfig::default()
+    };
+    let rpc = Rpc::new(endpoint.clone(), rpc_cfg);
     let rpc_server = rpc.serve();
     let b = &config.background;
     let mut mc = MembershipConfig::new(config.metadata_dir.clone());

@@ -147,7 +147,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<()> {
         Duration::from_millis(config.background.scrub_pause_ms),
         shutdown_rx.clone(),
     ));
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::new(model.budget().clone()));
     let cleanup = Arc::clone(&model);
     let mut stopping = shutdown_rx.clone();
     tokio::spawn(async move {

@@ -1,5 +1,7 @@
-//! Small shared vocabulary: identifiers, time, CRDT primitives and record encoding.
+//! Small shared vocabulary: identifiers, time, CRDT primitives, record encoding and the
+//! memory budget.
 
+pub mod budget;
 pub mod crdt;
 pub mod encode;
 pub mod fault;
