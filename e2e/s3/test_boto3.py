@@ -679,6 +679,31 @@ def test_multipart_complete_with_part_subset_and_reupload(s3, bucket):
     assert s3.head_object(Bucket=bucket, Key="sub")["ETag"] == multipart_etag([a, c])
 
 
+def test_multipart_complete_retried_after_a_lost_answer(s3, bucket):
+    """An SDK that lost the answer of a completion (a timeout) sends it again: the retry
+    gets the same 200 and ETag, not NoSuchUpload for an upload that did complete. An
+    aborted upload, or the id on another key, is still NoSuchUpload."""
+    a, b = random_bytes(5 * MiB), random_bytes(2000)
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="retry")["UploadId"]
+    parts = [{"PartNumber": i, "ETag": s3.upload_part(Bucket=bucket, Key="retry", UploadId=uid,
+                                                      PartNumber=i, Body=p)["ETag"]}
+             for i, p in enumerate([a, b], 1)]
+    first = s3.complete_multipart_upload(Bucket=bucket, Key="retry", UploadId=uid,
+                                         MultipartUpload={"Parts": parts})
+    again = s3.complete_multipart_upload(Bucket=bucket, Key="retry", UploadId=uid,
+                                         MultipartUpload={"Parts": parts})
+    assert first["ETag"] == again["ETag"] == multipart_etag([a, b])
+    assert s3.get_object(Bucket=bucket, Key="retry")["Body"].read() == a + b
+    expect_client_error(s3.complete_multipart_upload, 404, "NoSuchUpload", Bucket=bucket,
+                        Key="elsewhere", UploadId=uid, MultipartUpload={"Parts": parts})
+    ab = s3.create_multipart_upload(Bucket=bucket, Key="retry-ab")["UploadId"]
+    e = s3.upload_part(Bucket=bucket, Key="retry-ab", UploadId=ab, PartNumber=1, Body=b)["ETag"]
+    s3.abort_multipart_upload(Bucket=bucket, Key="retry-ab", UploadId=ab)
+    expect_client_error(s3.complete_multipart_upload, 404, "NoSuchUpload", Bucket=bucket,
+                        Key="retry-ab", UploadId=ab,
+                        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e}]})
+
+
 def test_multipart_abort(s3, bucket):
     uid = s3.create_multipart_upload(Bucket=bucket, Key="ab")["UploadId"]
     s3.upload_part(Bucket=bucket, Key="ab", UploadId=uid, PartNumber=1, Body=b"x" * 1000)

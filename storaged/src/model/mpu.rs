@@ -50,6 +50,20 @@ pub struct MultipartUpload {
     pub key: String,
     /// Checksum algorithm and type chosen at creation.
     pub checksum: Option<(ChecksumAlgo, ChecksumKind)>,
+    /// What the completion answered, kept with the tombstone: a client that retries a
+    /// CompleteMultipartUpload whose answer it lost gets the same answer, not
+    /// NoSuchUpload for an upload that did complete.
+    #[serde(default)]
+    pub completed: Option<CompletedAs>,
+}
+
+/// The answer of a completed upload.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CompletedAs {
+    /// The object's ETag (`<md5>-<parts>`).
+    pub etag: String,
+    /// Its checksum, if the upload had one.
+    pub checksum: Option<StoredChecksum>,
 }
 
 impl MultipartUpload {
@@ -64,6 +78,7 @@ impl MultipartUpload {
             bucket_id,
             key,
             checksum: None,
+            completed: None,
         }
     }
 
@@ -85,6 +100,9 @@ impl Crdt for MultipartUpload {
         self.deleted.merge(&other.deleted);
         self.timestamp = self.timestamp.min(other.timestamp);
         self.checksum = self.checksum.max(other.checksum);
+        if self.completed < other.completed {
+            self.completed.clone_from(&other.completed);
+        }
         if self.deleted.0 {
             self.parts.clear();
         } else {

@@ -10,7 +10,7 @@ use super::error::OrS3;
 use super::get::ms_to_timestamp;
 use super::put::{check_quotas, require_content_length};
 use super::writer::{Target, store_body};
-use crate::model::mpu::{MpuPart, PartKey};
+use crate::model::mpu::{CompletedAs, MpuPart, PartKey};
 use crate::model::object::{
     ChecksumAlgo, ChecksumKind, ObjectMeta, ObjectVersion, ObjectVersionData, ObjectVersionState,
     StoredChecksum,
@@ -265,7 +265,13 @@ pub(super) async fn complete(
     let model = &api.model;
     let i = &req.input;
     let (bucket, _) = bucket_for(api, &req, &i.bucket, Need::Write).await?;
-    let mpu = open_upload(model, &bucket, &i.key, &i.upload_id).await?;
+    let mpu = match open_upload(model, &bucket, &i.key, &i.upload_id).await {
+        Ok(mpu) => mpu,
+        Err(e) => match completed_before(model, &bucket, &i.key, &i.upload_id).await? {
+            Some(done) => return Ok(completion_answer(i, &done)),
+            None => return Err(e),
+        },
+    };
     let listed = i
         .multipart_upload
         .as_ref()
@@ -420,23 +426,52 @@ pub(super) async fn complete(
         .commit(data, vec![closed])
         .await
         .s3()?;
+    let done = CompletedAs { etag, checksum };
     let mut finished = mpu.clone();
     finished.deleted.0 = true;
+    finished.completed = Some(done.clone());
     model.mpus.insert(&finished).await.s3()?;
+    Ok(completion_answer(i, &done))
+}
 
+/// The answer already given for `upload_id`, if it completed into `bucket`/`key` (a
+/// client retrying a completion whose answer it lost, as SDKs do after a timeout).
+async fn completed_before(
+    model: &Model,
+    bucket: &Bucket,
+    key: &str,
+    upload_id: &str,
+) -> S3Result<Option<CompletedAs>> {
+    let Some(id) = Uuid::from_hex(upload_id) else {
+        return Ok(None);
+    };
+    Ok(model
+        .mpus
+        .get(&id, &EmptyKey)
+        .await
+        .s3()?
+        .filter(|m| m.bucket_id == bucket.id && m.key == key)
+        .and_then(|m| m.completed))
+}
+
+fn completion_answer(
+    i: &CompleteMultipartUploadInput,
+    done: &CompletedAs,
+) -> S3Response<CompleteMultipartUploadOutput> {
+    let checksum = &done.checksum;
     let f = checksum.as_ref().map(Fields::of).unwrap_or_default();
-    Ok(S3Response::new(checksum::with_checksums!(
+    S3Response::new(checksum::with_checksums!(
         CompleteMultipartUploadOutput {
             bucket: Some(i.bucket.clone()),
             key: Some(i.key.clone()),
-            e_tag: Some(ETag::Strong(etag)),
+            e_tag: Some(ETag::Strong(done.etag.clone())),
             location: Some(format!("/{}/{}", i.bucket, i.key)),
             checksum_type: checksum
                 .as_ref()
                 .map(|c| ChecksumType::from_static(Fields::kind_name(c))),
         },
         f
-    )))
+    ))
 }
 
 pub(super) async fn abort(
