@@ -36,12 +36,11 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
 pub fn sample(pids: &[u32]) -> Usage {
     let mut u = Usage::default();
     for &pid in pids {
-        u.peak_rss_bytes = u
-            .peak_rss_bytes
-            .max(status_kib(pid, "VmHWM:").unwrap_or(0) * 1024);
-        u.rss_bytes = u
-            .rss_bytes
-            .max(status_kib(pid, "VmRSS:").unwrap_or(0) * 1024);
+        // The current size first: the peak, read after it, is never below it.
+        let rss = status_kib(pid, "VmRSS:").unwrap_or(0) * 1024;
+        let peak = status_kib(pid, "VmHWM:").unwrap_or(0) * 1024;
+        u.rss_bytes = u.rss_bytes.max(rss);
+        u.peak_rss_bytes = u.peak_rss_bytes.max(peak);
         u.cpu_seconds += cpu_seconds(pid).unwrap_or(0.0);
     }
     u
