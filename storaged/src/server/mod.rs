@@ -129,11 +129,28 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// A node opened from its config up to its S3 service: what [`run`] serves, and what the
+/// fuzz targets ([`crate::fuzzing`]) call in process, without listeners or workers.
+pub(crate) struct Standalone {
+    pub(crate) s3: s3s::service::S3Service,
+    pub(crate) model: Arc<Model>,
+    cluster: cluster::ClusterSide,
+}
+
+impl Standalone {
+    /// Binds the QUIC endpoint, opens the model and, alone, gives itself the layout.
+    pub(crate) async fn start(config: &Config) -> Result<Self> {
+        let cluster = cluster::start(config).await?;
+        let model = Model::open(config, &cluster.handles())?;
+        cluster::assign_self_if_alone(config, &cluster).await?;
+        let s3 = crate::s3::service(Arc::clone(&model), config)?;
+        Ok(Self { s3, model, cluster })
+    }
+}
+
 /// Runs the daemon until `stop` resolves.
 pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<()> {
-    let cluster = cluster::start(&config).await?;
-    let model = Model::open(&config, &cluster.handles())?;
-    cluster::assign_self_if_alone(&config, &cluster).await?;
+    let Standalone { s3, model, cluster } = Standalone::start(&config).await?;
     let node_id = cluster.endpoint.node_id().to_hex();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     model.spawn_workers(&shutdown_rx);
@@ -174,7 +191,6 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<()> {
 
     let s3_listener = bind(config.s3_api.api_bind_addr, "s3_api.api_bind_addr").await?;
     let admin_listener = bind(config.admin.api_bind_addr, "admin.api_bind_addr").await?;
-    let s3 = crate::s3::service(Arc::clone(&model), &config)?;
     tracing::info!(
         node = %&node_id[..16],
         s3 = %config.s3_api.api_bind_addr,
