@@ -34,6 +34,8 @@ pub mod cli;
 pub mod config;
 pub mod dev;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod layout;
 pub mod membership;
 pub mod model;
