@@ -1,8 +1,10 @@
-//! Small shared vocabulary: identifiers, time, CRDT primitives and record encoding.
+//! Small shared vocabulary: identifiers, time, CRDT primitives, record encoding, files and
+//! free space.
 
 pub mod crdt;
 pub mod encode;
 pub mod fault;
 pub mod fs;
 pub mod id;
+pub mod space;
 pub mod time;
