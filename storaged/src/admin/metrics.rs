@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicU64;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -24,6 +25,13 @@ pub struct Metrics {
     pub s3_requests: Family<RequestLabels, Counter<u64, AtomicU64>>,
     /// S3 request duration in seconds (until response headers).
     pub s3_duration: Histogram,
+    /// 1 while this node rebuilds its metadata from its peers (answering no reads).
+    pub metadata_rebuilding: Gauge,
+    /// Corrupt chunk copies found on this node since it started (each is set aside or
+    /// skipped, and fetched again from a peer).
+    pub chunks_corrupt: Counter<u64, AtomicU64>,
+    /// Serialises [`Self::refresh`] (two scrapes at once must not both add the difference).
+    refreshing: std::sync::Mutex<()>,
 }
 
 impl Metrics {
@@ -43,10 +51,40 @@ impl Metrics {
             "S3 request duration",
             s3_duration.clone(),
         );
+        let metadata_rebuilding = Gauge::default();
+        registry.register(
+            "metadata_rebuilding",
+            "1 while this node rebuilds its metadata from its peers",
+            metadata_rebuilding.clone(),
+        );
+        let chunks_corrupt = Counter::default();
+        registry.register(
+            "chunks_corrupt",
+            "Corrupt chunk copies found on this node",
+            chunks_corrupt.clone(),
+        );
         Self {
             registry,
             s3_requests,
             s3_duration,
+            metadata_rebuilding,
+            chunks_corrupt,
+            refreshing: std::sync::Mutex::new(()),
+        }
+    }
+
+    /// Brings the metrics that mirror the model's state up to date (before a render).
+    pub fn refresh(&self, model: &crate::model::Model) {
+        let _one_at_a_time = self
+            .refreshing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.metadata_rebuilding
+            .set(i64::from(model.db.rebuilding()));
+        let found = model.blocks.corrupt_found();
+        let counted = self.chunks_corrupt.get();
+        if found > counted {
+            self.chunks_corrupt.inc_by(found - counted);
         }
     }
 
