@@ -101,6 +101,8 @@ def test_damaged_metadata_store_refused_then_repaired_from_peers(make_cluster, h
     cluster.restart(n1)  # asserts it kept its node id
     wait_until(lambda: metric(n1, "storaged_metadata_rebuilding") == 0, 60,
                "node 1 to rebuild its metadata from its peers", on_timeout=n1.log_tail)
+    # The chunks of the writes it missed arrive by resync, once their references did.
+    wait_chunks_everywhere([n1], ledger.expected_chunks(), timeout=60)
 
     # Alone (both peers frozen), with one-replica reads: everything is on node 1 itself.
     pause([n2, n3])
@@ -110,7 +112,6 @@ def test_damaged_metadata_store_refused_then_repaired_from_peers(make_cluster, h
         assert listed == set(ledger.acked), set(ledger.acked) ^ listed
     finally:
         resume([n2, n3])
-    wait_chunks_everywhere([n1], ledger.expected_chunks(), timeout=10)
     ledger.verify({n.name: n.s3() for n in cluster.nodes}, cluster.bucket)
 
 
