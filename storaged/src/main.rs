@@ -134,13 +134,19 @@ async fn run() -> anyhow::Result<()> {
                     storaged::server::shutdown_signal().await;
                 }
             };
+            let peers = config.replication_factor > 1;
             storaged::server::run(config, stop)
                 .await
                 .map_err(|e| match e {
                     storaged::Error::MetadataDamaged { .. } => anyhow::anyhow!(
-                        "{e}: run `storaged repair -c {}` to set it aside; the node then \
-                         rebuilds its metadata from its peers",
-                        config_path.display()
+                        "{e}: run `storaged repair -c {}` to set it aside; {}",
+                        config_path.display(),
+                        if peers {
+                            "the node then rebuilds its metadata from its peers"
+                        } else {
+                            "with replication_factor = 1 no peer holds a copy: the node then \
+                             starts empty (restore db.redb from a backup instead, if there is one)"
+                        }
                     ),
                     other => other.into(),
                 })?;

@@ -17,35 +17,47 @@ use crate::table::{DB_FILE, Db};
 /// What `storaged repair` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Repaired {
-    /// The damaged store was moved from the first path to the second.
-    SetAside(PathBuf, PathBuf),
+    /// The damaged store was moved from the first path to the second; the flag says whether
+    /// peers hold copies to rebuild it from (`replication_factor` above 1).
+    SetAside(PathBuf, PathBuf, bool),
     /// The store opens: nothing was changed.
     Intact(PathBuf),
     /// There is no store: the node creates one at start (and rebuilds it from its peers
-    /// if it has an identity).
-    Missing(PathBuf),
+    /// if it has an identity and some); the flag as for [`Self::SetAside`].
+    Missing(PathBuf, bool),
+}
+
+/// What the node does at its next start, for the messages.
+fn next_start(peers: bool) -> &'static str {
+    if peers {
+        "it keeps its identity and rebuilds its partitions from its peers before it answers \
+         reads"
+    } else {
+        "with replication_factor = 1 no peer holds a copy, so it starts with an empty store \
+         (put a backup of db.redb in place instead, if there is one)"
+    }
 }
 
 impl std::fmt::Display for Repaired {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::SetAside(from, to) => write!(
+            Self::SetAside(from, to, peers) => write!(
                 f,
-                "moved the damaged metadata store {} to {}; start the node: it keeps its \
-                 identity and rebuilds its partitions from its peers before it answers reads",
+                "moved the damaged metadata store {} to {}; start the node: {}",
                 from.display(),
-                to.display()
+                to.display(),
+                next_start(*peers)
             ),
             Self::Intact(p) => write!(
                 f,
                 "the metadata store {} opens: nothing to repair",
                 p.display()
             ),
-            Self::Missing(p) => write!(
+            Self::Missing(p, peers) => write!(
                 f,
-                "no metadata store at {}: the node creates one at start and rebuilds its \
-                 partitions from its peers",
-                p.display()
+                "no metadata store at {}: start the node: {}",
+                p.display(),
+                next_start(*peers)
             ),
         }
     }
@@ -58,8 +70,9 @@ impl std::fmt::Display for Repaired {
 /// reason than damage (nothing is moved then); I/O errors of the move.
 pub fn repair(config: &Config) -> Result<Repaired> {
     let path = config.metadata_dir.join(DB_FILE);
+    let peers = config.replication_factor > 1;
     if !std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
-        return Ok(Repaired::Missing(path));
+        return Ok(Repaired::Missing(path, peers));
     }
     match Db::open(&config.metadata_dir) {
         Ok(_) => return Ok(Repaired::Intact(path)),
@@ -72,8 +85,7 @@ pub fn repair(config: &Config) -> Result<Repaired> {
     ));
     std::fs::rename(&path, &aside)?;
     std::fs::File::open(&config.metadata_dir)?.sync_all()?;
-    tracing::info!(from = %path.display(), to = %aside.display(), "damaged metadata store set aside");
-    Ok(Repaired::SetAside(path, aside))
+    Ok(Repaired::SetAside(path, aside, peers))
 }
 
 #[cfg(test)]
@@ -95,7 +107,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path());
         let path = cfg.metadata_dir.join(DB_FILE);
-        assert_eq!(repair(&cfg).unwrap(), Repaired::Missing(path.clone()));
+        assert_eq!(
+            repair(&cfg).unwrap(),
+            Repaired::Missing(path.clone(), false)
+        );
         drop(Db::open(&cfg.metadata_dir).unwrap());
         assert_eq!(repair(&cfg).unwrap(), Repaired::Intact(path.clone()));
         {
@@ -108,7 +123,7 @@ mod tests {
         std::fs::write(&path, vec![0x5a; 9000]).unwrap();
         let err = Db::open(&cfg.metadata_dir).map(|_| ()).unwrap_err();
         assert!(matches!(err, Error::MetadataDamaged { .. }), "{err}");
-        let Repaired::SetAside(from, to) = repair(&cfg).unwrap() else {
+        let Repaired::SetAside(from, to, false) = repair(&cfg).unwrap() else {
             panic!("not set aside");
         };
         assert_eq!(from, path);
