@@ -328,6 +328,8 @@ class Ledger:
     written: int = 0
     acked: dict[str, bytes] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    # (key, via, exception) of each failed write, for tests that check how writes fail.
+    failures: list[tuple[str, str, BaseException]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def put(self, client, bucket: str, key: str, body: bytes, via: str = "") -> bool:
@@ -338,6 +340,7 @@ class Ledger:
         except Exception as exc:  # noqa: BLE001 - every failure is recorded and reported
             with self.lock:
                 self.errors.append(f"PUT {key} via {via}: {exc!r}")
+                self.failures.append((key, via, exc))
             return False
         with self.lock:
             self.acked[key] = body

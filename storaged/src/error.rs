@@ -1,5 +1,7 @@
 //! The crate's one error type (`anyhow` lives only in `main`).
 
+use std::path::PathBuf;
+
 use crate::util::encode::EncodeError;
 use crate::util::id::Hash;
 
@@ -48,6 +50,40 @@ pub enum Error {
     /// Too few replicas answered, or no layout says where the data lives: retry later.
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// The metadata store's file cannot be read as a database: `storaged repair` sets it
+    /// aside so that the node rebuilds its metadata from its peers.
+    #[error("metadata store {} is damaged ({why})", path.display())]
+    MetadataDamaged {
+        /// The redb file.
+        path: PathBuf,
+        /// What redb found wrong.
+        why: String,
+    },
+    /// The metadata store cannot be opened or stopped working (an I/O error, another
+    /// process holding it); the message says what to do.
+    #[error("metadata store {}: {why}", path.display())]
+    MetadataUnavailable {
+        /// The redb file.
+        path: PathBuf,
+        /// What happened.
+        why: String,
+    },
+    /// A filesystem of this node is (nearly) full: the write was refused before it began,
+    /// nothing was changed. Retry, or write through another node.
+    #[error(
+        "the {what} filesystem of {} is full ({free} bytes free, {reserve} kept in reserve)",
+        path.display()
+    )]
+    DiskFull {
+        /// `metadata` or `data`.
+        what: &'static str,
+        /// The directory written to.
+        path: PathBuf,
+        /// Free bytes left.
+        free: u64,
+        /// Free bytes this kind of write must leave.
+        reserve: u64,
+    },
     /// A blocking task panicked or was cancelled.
     #[error("background task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -98,6 +134,9 @@ impl Error {
             Error::CorruptBlock(_) => "corrupt_block",
             Error::MissingBlock(_) => "missing_block",
             Error::Join(_) => "join",
+            Error::MetadataDamaged { .. } => "metadata_damaged",
+            Error::MetadataUnavailable { .. } => "metadata_unavailable",
+            Error::DiskFull { .. } => "disk_full",
             Error::Unavailable(_) => "unavailable",
             Error::NoSuchBucket(_) => "no_such_bucket",
             Error::BucketAlreadyExists(_) => "bucket_exists",

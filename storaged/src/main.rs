@@ -36,6 +36,18 @@ enum Cmd {
         #[arg(long, hide = true)]
         exit_with_parent: bool,
     },
+    /// Set a damaged metadata store aside, so that the node rebuilds it from its peers at
+    /// its next start (it keeps its identity). Run it with the daemon stopped.
+    Repair {
+        /// Configuration file of the node.
+        #[arg(
+            short,
+            long,
+            env = "STORAGED_CONFIG",
+            default_value = "/etc/storaged.toml"
+        )]
+        config: PathBuf,
+    },
     /// Start a ready-to-use local instance and write its credentials to dev.env.
     Dev(DevOptions),
     /// Manage access keys.
@@ -101,15 +113,15 @@ async fn run() -> anyhow::Result<()> {
         .init();
     match cli.cmd {
         Cmd::Server {
-            config,
+            config: config_path,
             exit_with_parent,
         } => {
-            let config =
-                Config::load(&config).with_context(|| format!("loading {}", config.display()))?;
+            let config = Config::load(&config_path)
+                .with_context(|| format!("loading {}", config_path.display()))?;
             if let Some(fault) = storaged::util::fault::init().map_err(anyhow::Error::msg)? {
                 tracing::warn!(
                     ?fault,
-                    "TEST FAULT INJECTION IS ON: this node loses data on purpose"
+                    "TEST FAULT INJECTION IS ON: this node misbehaves on purpose"
                 );
             }
             let stop = async move {
@@ -122,7 +134,27 @@ async fn run() -> anyhow::Result<()> {
                     storaged::server::shutdown_signal().await;
                 }
             };
-            storaged::server::run(config, stop).await?;
+            let peers = config.replication_factor > 1;
+            storaged::server::run(config, stop)
+                .await
+                .map_err(|e| match e {
+                    storaged::Error::MetadataDamaged { .. } => anyhow::anyhow!(
+                        "{e}: run `storaged repair -c {}` to set it aside; {}",
+                        config_path.display(),
+                        if peers {
+                            "the node then rebuilds its metadata from its peers"
+                        } else {
+                            "with replication_factor = 1 no peer holds a copy: the node then \
+                             starts empty (restore db.redb from a backup instead, if there is one)"
+                        }
+                    ),
+                    other => other.into(),
+                })?;
+        }
+        Cmd::Repair { config: path } => {
+            let config =
+                Config::load(&path).with_context(|| format!("loading {}", path.display()))?;
+            println!("storaged: {}", storaged::server::repair::repair(&config)?);
         }
         Cmd::Dev(opts) => dev::run(opts).await?,
         Cmd::Key { conn, cmd } => cli::key(&conn, cmd).await?,

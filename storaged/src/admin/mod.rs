@@ -115,7 +115,10 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Result<Re
                 "Unauthorized",
                 "metrics token required",
             ),
-            _ => text(StatusCode::OK, state.metrics.render()),
+            _ => {
+                state.metrics.refresh(&state.model);
+                text(StatusCode::OK, state.metrics.render())
+            }
         },
         (_, p) if p.starts_with("/v1/") || p == "/v1" => match &state.config.admin.admin_token {
             None => error(

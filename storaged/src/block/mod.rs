@@ -14,6 +14,12 @@
 //! fsynced, renamed into place, and its directory fsynced: a crash leaves either no chunk or
 //! a whole one (stray `.tmp.` files are ignored and can be removed).
 //!
+//! A chunk write that finds its filesystem full fails with [`Error::DiskFull`] and leaves no
+//! file behind; on the filesystem of the metadata store it stops while twice
+//! [`space::METADATA_RESERVE`] is still free, keeping room for metadata writes (deletes
+//! included). Either way the other replicas make the write quorum, and resync fetches the
+//! chunk once space returns.
+//!
 //! ## Replication
 //!
 //! [`BlockRpc`] is the service nodes use to put, get and probe chunks on each other;
@@ -33,6 +39,7 @@ mod scrub;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -52,6 +59,7 @@ pub use scrub::ScrubReport;
 use crate::error::{Error, Result};
 use crate::table::Db;
 use crate::util::id::Hash;
+use crate::util::space;
 use crate::util::time::now_ms;
 
 /// The chunk store of this node.
@@ -65,6 +73,11 @@ pub struct BlockManager {
     /// GC delay for a chunk written while nothing references it here (its reference was
     /// released first, or has not arrived yet): GC checks it then. Unset: never scheduled.
     orphan_gc_delay_ms: OnceLock<u64>,
+    /// Free bytes a chunk write must leave on `data_dir`'s filesystem: room for the
+    /// metadata store when it lives there too, else none.
+    reserve: u64,
+    /// Corrupt chunks found since start (scrub, reads for clients and for peers).
+    corrupt_found: AtomicU64,
 }
 
 impl BlockManager {
@@ -72,12 +85,19 @@ impl BlockManager {
     pub fn open(data_dir: &Path, compression_level: i32, db: Db) -> Result<Arc<Self>> {
         std::fs::create_dir_all(data_dir)?;
         rc::create_tables(&db)?;
+        let reserve = if space::same_filesystem(data_dir, db.dir()) {
+            2 * space::METADATA_RESERVE
+        } else {
+            0
+        };
         Ok(Arc::new(Self {
             data_dir: data_dir.to_path_buf(),
             compression_level,
             db,
             corrupt_hook: OnceLock::new(),
             orphan_gc_delay_ms: OnceLock::new(),
+            reserve,
+            corrupt_found: AtomicU64::new(0),
         }))
     }
 
@@ -94,10 +114,35 @@ impl BlockManager {
         self.corrupt_hook.set(hook).is_ok()
     }
 
-    /// Reports a corrupt chunk to the hook, if one is set.
+    /// Reports a corrupt chunk to the hook, if one is set, and counts it.
     pub(crate) fn report_corrupt(&self, hash: Hash) {
+        self.corrupt_found.fetch_add(1, Ordering::Relaxed);
         if let Some(hook) = self.corrupt_hook.get() {
             hook(hash);
+        }
+    }
+
+    /// Corrupt chunks found since this node started (each report counts: a chunk read
+    /// twice before its repair counts twice).
+    #[must_use]
+    pub fn corrupt_found(&self) -> u64 {
+        self.corrupt_found.load(Ordering::Relaxed)
+    }
+
+    /// `e` as [`Error::DiskFull`] when it says the data filesystem is full.
+    fn full_or(&self, e: std::io::Error) -> Error {
+        if space::is_no_space(&e) {
+            return self.disk_full(space::free_bytes(&self.data_dir).unwrap_or(0));
+        }
+        e.into()
+    }
+
+    fn disk_full(&self, free: u64) -> Error {
+        Error::DiskFull {
+            what: "data",
+            path: self.data_dir.clone(),
+            free,
+            reserve: self.reserve,
         }
     }
 
@@ -144,9 +189,19 @@ impl BlockManager {
             Some(c) => (zst, c.as_slice()),
             None => (plain, data),
         };
+        if self.reserve > 0 {
+            let free = space::free_bytes(&self.data_dir)?;
+            if free
+                < self
+                    .reserve
+                    .saturating_add(u64::try_from(bytes.len()).unwrap_or(u64::MAX))
+            {
+                return Err(self.disk_full(free));
+            }
+        }
         let dir = self.dir_of(hash);
         if !dir.exists() {
-            std::fs::create_dir_all(&dir)?;
+            std::fs::create_dir_all(&dir).map_err(|e| self.full_or(e))?;
             if let Some(parent) = dir.parent() {
                 sync_dir(parent)?;
                 if let Some(grand) = parent.parent() {
@@ -159,13 +214,14 @@ impl BlockManager {
             hash.to_hex(),
             rand::random::<u64>()
         ));
-        let result = (|| -> Result<()> {
+        let result = (|| -> std::io::Result<()> {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(bytes)?;
             f.sync_all()?;
             std::fs::rename(&tmp, &target)?;
-            sync_dir(&dir)
-        })();
+            std::fs::File::open(&dir)?.sync_all()
+        })()
+        .map_err(|e| self.full_or(e));
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
             return result;

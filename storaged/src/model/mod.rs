@@ -99,7 +99,12 @@ impl Model {
     /// Opens every table under the configured directories, replicated as `cluster`'s
     /// layout says, and registers the table and chunk services on its RPC.
     pub fn open(config: &Config, cluster: &ClusterHandles) -> Result<Arc<Self>> {
-        let db = Db::open(&config.metadata_dir)?;
+        Self::open_in(config, Db::open(&config.metadata_dir)?, cluster)
+    }
+
+    /// [`Self::open`] on a database already opened (the daemon opens it first of all, so
+    /// that a damaged store is reported before anything else happens).
+    pub fn open_in(config: &Config, db: Db, cluster: &ClusterHandles) -> Result<Arc<Self>> {
         counters::create_table(&db)?;
         inflight::create_table(&db)?;
         let blocks = BlockManager::open(&config.data_dir, config.compression_level, db.clone())?;
@@ -595,7 +600,18 @@ mod lifecycle_tests {
             members: None,
             write_locks: Arc::default(),
         };
-        Model::open(&config, &handles).expect("model")
+        // A model dropped just before (a "crash") closes its store once the last task still
+        // holding it ends: retry while the store says it is in use.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match Model::open(&config, &handles) {
+                Ok(m) => return m,
+                Err(Error::MetadataUnavailable { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("model: {e}"),
+            }
+        }
     }
 
     async fn wait_for(what: &str, mut cond: impl AsyncFnMut() -> bool) {

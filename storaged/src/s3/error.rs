@@ -30,6 +30,13 @@ impl From<Error> for S3Error {
                     format!("not enough replicas reachable, retry later: {why}"),
                 )
             }
+            full @ (Error::DiskFull { .. } | Error::MetadataUnavailable { .. }) => {
+                tracing::warn!(error = %full, "request refused: this node cannot write");
+                S3Error::with_message(
+                    S3ErrorCode::ServiceUnavailable,
+                    "this node's disk is full or failing: retry later, or through another node",
+                )
+            }
             other => {
                 tracing::error!(error = %other, "internal error");
                 S3Error::with_message(

@@ -70,14 +70,22 @@ impl ClusterSide {
 /// loads the layout.
 pub(super) async fn start(config: &Config) -> Result<ClusterSide> {
     let layout = crate::layout::manager::load(&config.metadata_dir, config.replication_factor)?;
-    let net_cfg = NetConfig::new(
-        config.rpc_bind_addr,
-        config.rpc_secret_bytes(),
-        config.metadata_dir.join(crate::net::NODE_KEY_FILE),
-    );
+    let key_file = config.metadata_dir.join(crate::net::NODE_KEY_FILE);
+    let new_identity = !key_file.exists();
+    let net_cfg = NetConfig::new(config.rpc_bind_addr, config.rpc_secret_bytes(), key_file);
     let endpoint = Endpoint::bind(net_cfg)
         .await
         .map_err(|e| Error::Config(format!("rpc_bind_addr {}: {e}", config.rpc_bind_addr)))?;
+    if new_identity && !config.bootstrap_peers.is_empty() {
+        tracing::info!(
+            node = %endpoint.node_id().to_hex(),
+            "this node has a new identity (no node_key in metadata_dir): it joins as a new \
+             node, without a role. If it replaces a node whose disks were lost, give it that \
+             node's role and remove the old one: `storaged layout assign <new id> --zone <zone> \
+             --capacity <size>`, `storaged layout remove <old id>`, `storaged layout apply \
+             --version <current + 1>`"
+        );
+    }
     let rpc_cfg = RpcConfig {
         budget: crate::util::budget::MemoryBudget::new(config.limits.memory_budget_bytes),
         ..RpcConfig::default()
@@ -200,6 +208,11 @@ pub(super) fn spawn_workers(
         resync_cfg,
     );
     tokio::spawn(worker.run(shutdown.clone()));
+    tokio::spawn(super::rebuild::run(
+        Arc::clone(model),
+        side.layout.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn(recheck_chunks_on_layout_change(
         Arc::clone(model),
         side.layout.watch(),
@@ -248,7 +261,7 @@ pub(super) fn spawn_workers(
 }
 
 /// The partitions `me` holds in some live version (`any_version`) or in the current one.
-fn held_partitions(layout: &ClusterLayout, me: NodeId, any_version: bool) -> Vec<u16> {
+pub(super) fn held_partitions(layout: &ClusterLayout, me: NodeId, any_version: bool) -> Vec<u16> {
     (0..N_PARTITIONS)
         .filter_map(|p| u16::try_from(p).ok())
         .filter(|&p| {
@@ -262,7 +275,7 @@ fn held_partitions(layout: &ClusterLayout, me: NodeId, any_version: bool) -> Vec
 }
 
 /// Every partition if `me` has a role in some live version (full-replication tables).
-fn all_partitions_if_member(layout: &ClusterLayout, me: NodeId) -> Vec<u16> {
+pub(super) fn all_partitions_if_member(layout: &ClusterLayout, me: NodeId) -> Vec<u16> {
     if layout.versions().any(|v| v.roles.contains_key(&me)) {
         (0..N_PARTITIONS)
             .filter_map(|p| u16::try_from(p).ok())

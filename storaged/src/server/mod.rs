@@ -1,6 +1,8 @@
-//! Wires the daemon together: opens the model, starts background workers, serves S3 and
-//! admin over hyper, and shuts down cleanly on SIGTERM / Ctrl-C (accepting stops, requests
-//! in flight finish, so no acknowledged write is lost on the way down).
+//! Wires the daemon together: opens the metadata store (first of all, so that a damaged one
+//! is the only thing reported), the model, starts background workers, serves S3 and admin
+//! over hyper, and shuts down cleanly on SIGTERM / Ctrl-C (accepting stops, requests in
+//! flight finish, so no acknowledged write is lost on the way down), or when the metadata
+//! store stops working (then with an error). [`repair`] is `storaged repair`.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,6 +24,8 @@ use crate::error::{Error, Result};
 use crate::model::Model;
 
 mod cluster;
+mod rebuild;
+pub mod repair;
 
 /// Largest request head (request line + headers) a client may send.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -135,22 +139,46 @@ pub(crate) struct Standalone {
     pub(crate) s3: s3s::service::S3Service,
     pub(crate) model: Arc<Model>,
     cluster: cluster::ClusterSide,
+    db: crate::table::Db,
 }
 
 impl Standalone {
     /// Binds the QUIC endpoint, opens the model and, alone, gives itself the layout.
+    ///
+    /// # Errors
+    /// [`Error::MetadataDamaged`] before anything starts when the metadata store cannot be
+    /// read (see [`repair`]), [`Error::MetadataUnavailable`] when it cannot be opened,
+    /// configuration errors.
     pub(crate) async fn start(config: &Config) -> Result<Self> {
+        let had_identity = config.metadata_dir.join(crate::net::NODE_KEY_FILE).exists();
+        let db = crate::table::Db::open_for_node(&config.metadata_dir, had_identity)?;
         let cluster = cluster::start(config).await?;
-        let model = Model::open(config, &cluster.handles())?;
+        let model =
+            Model::open_in(config, db.clone(), &cluster.handles()).map_err(|e| db.classify(e))?;
         cluster::assign_self_if_alone(config, &cluster).await?;
         let s3 = crate::s3::service(Arc::clone(&model), config)?;
-        Ok(Self { s3, model, cluster })
+        Ok(Self {
+            s3,
+            model,
+            cluster,
+            db,
+        })
     }
 }
 
 /// Runs the daemon until `stop` resolves.
+///
+/// # Errors
+/// [`Error::MetadataDamaged`] before anything starts when the metadata store cannot be
+/// read (see [`repair`]); [`Error::MetadataUnavailable`] when it cannot be opened, or when
+/// it stopped working (the daemon then stops like on SIGTERM); configuration errors.
 pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<()> {
-    let Standalone { s3, model, cluster } = Standalone::start(&config).await?;
+    let Standalone {
+        s3,
+        model,
+        cluster,
+        db,
+    } = Standalone::start(&config).await?;
     let node_id = cluster.endpoint.node_id().to_hex();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     model.spawn_workers(&shutdown_rx);
@@ -164,7 +192,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<()> {
         Duration::from_millis(config.background.scrub_pause_ms),
         shutdown_rx.clone(),
     ));
-    let metrics = Arc::new(Metrics::new(model.budget().clone()));
+    let metrics = Arc::new(Metrics::new());
     let cleanup = Arc::clone(&model);
     let mut stopping = shutdown_rx.clone();
     tokio::spawn(async move {
@@ -286,12 +314,21 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<()> {
         },
     ));
 
-    stop.await;
+    let failure = tokio::select! {
+        () = stop => None,
+        why = db.failed() => Some(why),
+    };
     tracing::info!("shutting down: finishing requests in flight");
     let _ = shutdown_tx.send(true);
     let _ = s3_task.await;
     let _ = admin_task.await;
     cluster.shutdown().await;
     tracing::info!("stopped");
-    Ok(())
+    match failure {
+        None => Ok(()),
+        Some(why) => Err(Error::MetadataUnavailable {
+            path: db.path().to_owned(),
+            why,
+        }),
+    }
 }

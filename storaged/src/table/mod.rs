@@ -14,18 +14,20 @@
 //! and read each other's replicas, and [`ReplicatedTable`] fronts a local [`Table`] with
 //! quorum writes, quorum reads with CRDT merge, and read repair. Entries a schema calls
 //! tombstones are recorded as GC candidates when stored, and [`gc`] removes them once every
-//! replica holds the same one.
+//! replica holds the same one. A node that lost its store keeps its identity and
+//! [`rebuild`]s it from its peers, answering no reads until then.
 
 mod db;
 pub mod gc;
 mod offload;
+pub mod rebuild;
 mod replicated;
 pub mod replication;
 mod schema;
 pub mod sync;
 pub mod sync_rpc;
 
-pub use db::{Db, UpdateTx};
+pub use db::{DB_FILE, Db, UpdateTx};
 pub use gc::{GcError, GcReport, GcTable, run_tombstone_gc};
 pub use replicated::{CallError, ReplicatedTable, ReplicationError};
 pub use replication::{FullReplication, LayoutReplication, LocalOnly, Quorums, TableReplication};

@@ -29,6 +29,7 @@ use crate::rpc::quorum::fmt_errors;
 use crate::rpc::{NodeId, Rpc, RpcError};
 use crate::util::crdt::Crdt;
 use crate::util::encode::{EncodeError, decode, encode};
+use crate::util::id::Hash;
 
 /// Why one replica did not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -219,12 +220,22 @@ impl<F: TableSchema> ReplicatedTable<F> {
         partition: &F::P,
         sort: &F::S,
     ) -> Result<Option<F::E>, ReplicationError> {
-        let hash = partition.hash();
-        let (nodes, quorum) = (
-            self.replication.read_nodes(&hash),
-            self.replication.quorums().read,
-        );
+        let (nodes, quorum) = self.read_set(&partition.hash());
         self.get_from(partition, sort, nodes, quorum).await
+    }
+
+    /// The nodes a read asks and how many must answer: the read nodes, or while this node
+    /// rebuilds its metadata (its own copy answers nothing) a quorum that intersects every
+    /// write without it (see `rebuild`).
+    fn read_set(&self, partition: &Hash) -> (Vec<NodeId>, usize) {
+        if self.local.db.rebuilding() {
+            self.replication.quorum_read(partition)
+        } else {
+            (
+                self.replication.read_nodes(partition),
+                self.replication.quorums().read,
+            )
+        }
     }
 
     /// This node's own copy of the entry at (`partition`, `sort`): no call at all. For a
@@ -316,10 +327,7 @@ impl<F: TableSchema> ReplicatedTable<F> {
             },
             limit: u64::try_from(limit).unwrap_or(u64::MAX),
         };
-        let (nodes, quorum) = (
-            self.replication.read_nodes(&hash),
-            self.replication.quorums().read,
-        );
+        let (nodes, quorum) = self.read_set(&hash);
         let merged = self
             .read(nodes, quorum, req, move |node, resp| {
                 let TableResp::Entries(list) = resp else {

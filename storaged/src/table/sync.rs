@@ -570,8 +570,11 @@ impl<F: TableSchema> ReplicatedTable<F> {
         peers: Vec<Peer>,
     ) -> SyncReport {
         let nodes: Vec<NodeSync> = peers.into_iter().map(|x| x.line).collect();
-        let synced =
-            |n: &NodeId| *n == me || nodes.iter().any(|l| l.node == *n && l.error.is_none());
+        // A node rebuilding its metadata does not hold what it acknowledged before.
+        let me_holds = !self.local().db.rebuilding();
+        let synced = |n: &NodeId| {
+            (*n == me && me_holds) || nodes.iter().any(|l| l.node == *n && l.error.is_none())
+        };
         let q = self.replication().quorums();
         // The worst set (least margin over what it needs) decides; report its numbers.
         let mut worst: Option<(usize, usize)> = None;

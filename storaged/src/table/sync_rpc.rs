@@ -269,6 +269,14 @@ impl<F: TableSchema> TableHandler<F> {
 #[async_trait::async_trait]
 impl<F: TableSchema> Handler<TableRpc<F>> for TableHandler<F> {
     async fn handle(&self, from: NodeId, req: TableReq) -> TableResp {
+        let reads = !matches!(
+            req,
+            TableReq::Update(_) | TableReq::Push(_) | TableReq::DeleteIfEqual { .. }
+        );
+        if reads && self.table.db.rebuilding() {
+            // Its entries are incomplete: quorums and syncs must use the other replicas.
+            return TableResp::Error(super::rebuild::REBUILDING.into());
+        }
         let result = match req {
             TableReq::Update(entries) => self.update(entries).await,
             TableReq::Push(entries) => self.push(from, entries).await,

@@ -1,5 +1,5 @@
-//! Small shared vocabulary: identifiers, time, CRDT primitives, record encoding and the
-//! memory budget.
+//! Small shared vocabulary: identifiers, time, CRDT primitives, record encoding, files and
+//! free space, and the memory budget.
 
 pub mod budget;
 pub mod crdt;
@@ -7,4 +7,5 @@ pub mod encode;
 pub mod fault;
 pub mod fs;
 pub mod id;
+pub mod space;
 pub mod time;
