@@ -20,18 +20,25 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// The node's configuration file, as `storaged server` and `storaged repair` take it.
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// Configuration file.
+    #[arg(
+        short,
+        long,
+        env = "STORAGED_CONFIG",
+        default_value = "/etc/storaged.toml"
+    )]
+    config: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the storage daemon.
     Server {
-        /// Configuration file.
-        #[arg(
-            short,
-            long,
-            env = "STORAGED_CONFIG",
-            default_value = "/etc/storaged.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Stop when the parent process goes away (used by `storaged dev`).
         #[arg(long, hide = true)]
         exit_with_parent: bool,
@@ -39,14 +46,8 @@ enum Cmd {
     /// Set a damaged metadata store aside, so that the node rebuilds it from its peers at
     /// its next start (it keeps its identity). Run it with the daemon stopped.
     Repair {
-        /// Configuration file of the node.
-        #[arg(
-            short,
-            long,
-            env = "STORAGED_CONFIG",
-            default_value = "/etc/storaged.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Start a ready-to-use local instance and write its credentials to dev.env.
     Dev(DevOptions),
@@ -113,7 +114,9 @@ async fn run() -> anyhow::Result<()> {
         .init();
     match cli.cmd {
         Cmd::Server {
-            config: config_path,
+            config: ConfigArg {
+                config: config_path,
+            },
             exit_with_parent,
         } => {
             let config = Config::load(&config_path)
@@ -151,7 +154,9 @@ async fn run() -> anyhow::Result<()> {
                     other => other.into(),
                 })?;
         }
-        Cmd::Repair { config: path } => {
+        Cmd::Repair {
+            config: ConfigArg { config: path },
+        } => {
             let config =
                 Config::load(&path).with_context(|| format!("loading {}", path.display()))?;
             println!("storaged: {}", storaged::server::repair::repair(&config)?);
