@@ -5,12 +5,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
 /// How many replicas a read or write waits for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ConsistencyMode {
     /// Read and write quorums intersect: read-after-write holds.
@@ -23,7 +23,7 @@ pub enum ConsistencyMode {
 }
 
 /// The whole daemon configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// redb database, node key, peer list.
@@ -78,7 +78,7 @@ pub struct Config {
 }
 
 /// `[s3_api]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3ApiConfig {
     /// Listen address.
@@ -103,7 +103,7 @@ impl Default for S3ApiConfig {
 }
 
 /// `[s3_web]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebConfig {
     /// Listen address.
@@ -113,7 +113,7 @@ pub struct WebConfig {
 }
 
 /// `[admin]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Listen address.
@@ -146,7 +146,7 @@ impl Default for AdminConfig {
 }
 
 /// `[background]`: every delay and interval, so tests can run them in seconds.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackgroundConfig {
     /// How long an unreferenced chunk is kept before deletion (seconds).
@@ -230,7 +230,7 @@ impl BackgroundConfig {
 }
 
 /// `[limits]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Concurrent S3 connections; more wait in the accept queue.
@@ -446,6 +446,42 @@ impl Config {
         Ok(config)
     }
 
+    /// This configuration as TOML holding only the keys whose values differ from their
+    /// defaults (plus the two required directories), so that a config a tool generates from
+    /// the typed struct (benchmarks start plain nodes with it) shows what was chosen and no
+    /// tuning key it did not mean to set. It loads back to an equal configuration.
+    pub fn to_minimal_toml(&self) -> Result<String> {
+        let err = |e: &dyn std::fmt::Display| Error::Config(format!("rendering the config: {e}"));
+        let mut mine = toml::Table::try_from(self).map_err(|e| err(&e))?;
+        let mut required = toml::Table::new();
+        for key in ["metadata_dir", "data_dir"] {
+            if let Some(v) = mine.get(key) {
+                required.insert(key.to_string(), v.clone());
+            }
+        }
+        let defaults: Config = toml::Value::Table(required)
+            .try_into()
+            .map_err(|e: toml::de::Error| err(&e))?;
+        let defaults = toml::Table::try_from(&defaults).map_err(|e| err(&e))?;
+        fn prune(mine: &mut toml::Table, defaults: &toml::Table, keep: &[&str]) {
+            mine.retain(|key, value| {
+                if keep.contains(&key) {
+                    return true;
+                }
+                match (value, defaults.get(key)) {
+                    (toml::Value::Table(t), Some(toml::Value::Table(d))) => {
+                        prune(t, d, &[]);
+                        !t.is_empty()
+                    }
+                    (v, Some(d)) => v != d,
+                    (_, None) => true,
+                }
+            });
+        }
+        prune(&mut mine, &defaults, &["metadata_dir", "data_dir"]);
+        toml::to_string(&mine).map_err(|e| err(&e))
+    }
+
     fn resolve_files(&mut self) -> Result<()> {
         fn read(field: &str, path: &Path) -> Result<String> {
             std::fs::read_to_string(path)
@@ -557,6 +593,36 @@ mod tests {
 
     fn base() -> String {
         format!("metadata_dir = \"/m\"\ndata_dir = \"/d\"\nrpc_secret = \"{SECRET}\"\n")
+    }
+
+    #[test]
+    fn minimal_toml_keeps_only_what_differs_and_loads_back() {
+        let text = format!(
+            "{}replication_factor = 3\nzone = \"dc2\"\n[admin]\nadmin_token = \"t\"\n",
+            base()
+        );
+        let c = Config::from_toml_and_env(&text, Vec::new()).unwrap();
+        let out = c.to_minimal_toml().unwrap();
+        let table: toml::Table = toml::from_str(&out).unwrap();
+        let mut keys: Vec<&str> = table.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "admin",
+                "data_dir",
+                "metadata_dir",
+                "replication_factor",
+                "rpc_secret",
+                "zone"
+            ],
+            "{out}"
+        );
+        assert_eq!(table["admin"].as_table().unwrap().len(), 1, "{out}");
+        let back = Config::from_toml_and_env(&out, Vec::new()).unwrap();
+        assert_eq!(back.replication_factor, 3);
+        assert_eq!(back.zone.as_deref(), Some("dc2"));
+        assert_eq!(back.block_size, c.block_size);
     }
 
     fn err(text: &str, env: Vec<(&str, &str)>) -> String {

@@ -71,6 +71,40 @@ pub struct ListPage {
 
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
+struct DeleteResult {
+    #[serde(default)]
+    deleted: Vec<serde::de::IgnoredAny>,
+    #[serde(default, rename = "Error")]
+    errors: Vec<DeleteError>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DeleteError {
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    code: String,
+}
+
+/// Escapes the five XML special characters of a key for a request body.
+fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
 struct ListBucketResult {
     #[serde(default)]
     contents: Vec<serde::de::IgnoredAny>,
@@ -90,6 +124,11 @@ fn encode_key(key: &str) -> String {
         }
     }
     out
+}
+
+/// A query-string value: every byte but the RFC 3986 unreserved ones percent-encoded.
+fn query_encode(v: &str) -> String {
+    encode_key(v).replace('/', "%2F")
 }
 
 impl S3Client {
@@ -124,6 +163,17 @@ impl S3Client {
         path_and_query: &str,
         body: Bytes,
     ) -> Result<(StatusCode, Bytes), S3Error> {
+        self.send_with(method, path_and_query, body, &[]).await
+    }
+
+    /// [`Self::send`] with extra (signed) headers.
+    async fn send_with(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Bytes,
+        extra: &[(&str, &str)],
+    ) -> Result<(StatusCode, Bytes), S3Error> {
         let url = format!("{}{path_and_query}", self.target.endpoint);
         let mut settings = SigningSettings::default();
         settings.percent_encoding_mode = PercentEncodingMode::Single;
@@ -138,10 +188,11 @@ impl S3Client {
             .map_err(|e| S3Error::Sign(e.to_string()))?
             .into();
         let len = body.len().to_string();
-        let headers = [
+        let mut headers = vec![
             ("x-amz-content-sha256", "UNSIGNED-PAYLOAD"),
             ("content-length", len.as_str()),
         ];
+        headers.extend_from_slice(extra);
         let signable = SignableRequest::new(
             method.as_str(),
             &url,
@@ -153,7 +204,7 @@ impl S3Client {
             .map_err(|e| S3Error::Sign(e.to_string()))?
             .into_parts();
         let mut req = Request::builder().method(method).uri(&url);
-        for (name, value) in headers {
+        for &(name, value) in &headers {
             req = req.header(name, value);
         }
         let mut req = req
@@ -227,10 +278,106 @@ impl S3Client {
         prefix: &str,
         token: Option<&str>,
     ) -> Result<ListPage, S3Error> {
-        let mut query = format!("list-type=2&max-keys=1000&prefix={}", encode_key(prefix));
+        self.list_delimited(bucket, prefix, None, token).await
+    }
+
+    /// DeleteObjects (quiet) of `keys` in one request; returns how many the server reported
+    /// deleted or failed: a quiet answer lists only failures, which are an error here.
+    pub async fn delete_objects(&self, bucket: &str, keys: &[String]) -> Result<usize, S3Error> {
+        use base64::Engine as _;
+        use md5::Digest as _;
+        let mut xml = String::from("<Delete><Quiet>true</Quiet>");
+        for k in keys {
+            xml.push_str("<Object><Key>");
+            xml.push_str(&xml_escape(k));
+            xml.push_str("</Key></Object>");
+        }
+        xml.push_str("</Delete>");
+        // S3 requires an integrity header on DeleteObjects; Content-MD5 is the one every
+        // implementation accepts.
+        let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&xml));
+        let (_, body) = self
+            .send_with(
+                Method::POST,
+                &format!("/{bucket}?delete="),
+                Bytes::from(xml),
+                &[("content-md5", md5.as_str())],
+            )
+            .await?;
+        let text = std::str::from_utf8(&body).map_err(|e| S3Error::Transport(e.to_string()))?;
+        let result: DeleteResult =
+            quick_xml::de::from_str(text).map_err(|e| S3Error::Transport(e.to_string()))?;
+        if let Some(e) = result.errors.first() {
+            return Err(S3Error::Transport(format!(
+                "{} of {} keys not deleted (first: {} {})",
+                result.errors.len(),
+                keys.len(),
+                e.key,
+                e.code
+            )));
+        }
+        Ok(keys.len().max(result.deleted.len()))
+    }
+
+    /// A presigned GET URL of `key`, valid for `expires` (for plain HTTP load tools).
+    pub fn presign_get(
+        &self,
+        bucket: &str,
+        key: &str,
+        expires: Duration,
+    ) -> Result<String, S3Error> {
+        use aws_sigv4::http_request::SignatureLocation;
+        let url = format!("{}/{bucket}/{}", self.target.endpoint, encode_key(key));
+        let mut settings = SigningSettings::default();
+        settings.percent_encoding_mode = PercentEncodingMode::Single;
+        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+        settings.signature_location = SignatureLocation::QueryParams;
+        settings.expires_in = Some(expires);
+        let params = v4::SigningParams::builder()
+            .identity(&self.identity)
+            .region(&self.target.region)
+            .name("s3")
+            .time(SystemTime::now())
+            .settings(settings)
+            .build()
+            .map_err(|e| S3Error::Sign(e.to_string()))?
+            .into();
+        let signable = SignableRequest::new(
+            "GET",
+            &url,
+            std::iter::empty(),
+            SignableBody::UnsignedPayload,
+        )
+        .map_err(|e| S3Error::Sign(e.to_string()))?;
+        let (instructions, _) = sign(signable, &params)
+            .map_err(|e| S3Error::Sign(e.to_string()))?
+            .into_parts();
+        let mut out = url;
+        for (i, (name, value)) in instructions.params().iter().enumerate() {
+            out.push(if i == 0 { '?' } else { '&' });
+            out.push_str(name);
+            out.push('=');
+            out.push_str(&query_encode(value));
+        }
+        Ok(out)
+    }
+
+    /// One page of ListObjectsV2 under `prefix`, grouped by `delimiter` when given.
+    pub async fn list_delimited(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        token: Option<&str>,
+    ) -> Result<ListPage, S3Error> {
+        let mut query = format!("list-type=2&max-keys=1000&prefix={}", query_encode(prefix));
+        if let Some(d) = delimiter {
+            query.push_str("&delimiter=");
+            query.push_str(&query_encode(d));
+        }
         if let Some(t) = token {
             query.push_str("&continuation-token=");
-            query.push_str(&encode_key(t).replace('/', "%2F"));
+            query.push_str(&query_encode(t));
         }
         let (_, body) = self
             .send(Method::GET, &format!("/{bucket}?{query}"), Bytes::new())
@@ -247,11 +394,13 @@ impl S3Client {
 
 #[cfg(test)]
 mod tests {
-    use super::encode_key;
+    use super::{encode_key, query_encode, xml_escape};
 
     #[test]
     fn keys_are_path_encoded() {
         assert_eq!(encode_key("a/b c+d"), "a/b%20c%2Bd");
         assert_eq!(encode_key("é"), "%C3%A9");
+        assert_eq!(query_encode("a/b="), "a%2Fb%3D");
+        assert_eq!(xml_escape("a<&>'\""), "a&lt;&amp;&gt;&apos;&quot;");
     }
 }

@@ -1,15 +1,19 @@
 //! The `s3bench` command line (the crate's documentation is in `lib.rs`).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
 use s3bench::client::{S3Client, Target};
-use s3bench::workload::{self, Length, Mix, Spec};
-use s3bench::{machine, procs, scenario, stats};
+use s3bench::cluster::{Cluster, ClusterSpec};
+use s3bench::peers::Peer;
+use s3bench::runner::{self, RunContext};
+use s3bench::scenario::{self, Scale, Scenario};
+use s3bench::workload::{Length, Mix, Spec};
+use s3bench::{machine, plot, stats};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -25,9 +29,12 @@ struct Cli {
 enum Cmd {
     /// One workload against an endpoint given by URL and credentials.
     Run(RunArgs),
-    /// A named scenario (small, large, mixed, smoke), on a `storaged dev` cluster started
-    /// from `--storaged`, or on `--endpoint`.
+    /// A named scenario (small, large, mixed, delete, list, geo, keepalive, smoke) on a
+    /// 3-node cluster started from `--storaged` (and on each `--peer`), or on `--endpoint`.
     Scenario(ScenarioArgs),
+    /// Start a cluster (ours, or one peer) and keep it until Ctrl-C, for other clients
+    /// (s5cmd, wrk, aws): `<dir>/cluster.env` says how to reach it.
+    Cluster(ClusterArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -100,14 +107,32 @@ struct RunArgs {
 
 #[derive(Args, Debug)]
 struct ScenarioArgs {
-    /// small, large, mixed or smoke.
+    /// small, large, mixed, delete, list, geo, keepalive or smoke.
     name: String,
-    /// The storaged binary to start a 3-node, 3-zone `dev` cluster with (when no
-    /// --endpoint is given).
+    /// The storaged binary to start the 3-node, 3-zone cluster with (when no --endpoint).
     #[arg(long, default_value = "target/release/storaged")]
     storaged: PathBuf,
     #[command(flatten)]
     endpoint: EndpointArgs,
+    /// Also run the scenario on a peer, started from its binary: `garage=/path/to/garage`,
+    /// `seaweedfs=/path/to/weed` (repeatable); results side by side in compare.csv.
+    #[arg(long = "peer")]
+    peers: Vec<Peer>,
+    /// Run only the peers, not ours.
+    #[arg(long)]
+    skip_ours: bool,
+    /// Keys or operations of the scenario's main step (e.g. `list --keys 1000000`).
+    #[arg(long)]
+    keys: Option<u64>,
+    /// Seconds of timed steps (mixed, keepalive).
+    #[arg(long)]
+    seconds: Option<u64>,
+    /// Do not run `wrk` after the keep-alive step even when it is installed.
+    #[arg(long)]
+    no_wrk: bool,
+    /// Where kept data directories (`list`) live.
+    #[arg(long, default_value = "target/s3bench")]
+    data_root: PathBuf,
     /// Also measure the disk and the loopback (a few seconds).
     #[arg(long)]
     machine: bool,
@@ -116,8 +141,25 @@ struct ScenarioArgs {
 }
 
 #[derive(Args, Debug)]
+struct ClusterArgs {
+    /// The storaged binary (when no --peer).
+    #[arg(long, default_value = "target/release/storaged")]
+    storaged: PathBuf,
+    /// Start this peer instead of ours: `garage=/path`, `seaweedfs=/path`.
+    #[arg(long)]
+    peer: Option<Peer>,
+    /// One-way delay between zones, milliseconds (25 gives the geo scenario's 50 ms RTT).
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
+    /// Data, logs and cluster.env.
+    #[arg(long)]
+    dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
 struct OutputArgs {
-    /// Results folder (results.json, results.csv); default target/s3bench/<name>-<time>.
+    /// Results folder (results.json, results.csv, SVG plots; peers in <out>/<peer>/);
+    /// default target/s3bench/<name>-<time>.
     #[arg(long)]
     out: Option<PathBuf>,
     /// Do not fail the run on errors.
@@ -143,53 +185,15 @@ fn parse_size(s: &str) -> anyhow::Result<(usize, usize)> {
     Ok((lo, hi))
 }
 
-/// Runs `specs` one after the other; each phase's operations are reported apart.
-async fn run_phases(
-    name: &str,
-    client: &S3Client,
-    specs: &[Spec],
-    pids: &[u32],
-) -> anyhow::Result<stats::Report> {
-    let mut ops = BTreeMap::new();
-    let mut seconds = 0.0;
-    for (i, spec) in specs.iter().enumerate() {
-        client
-            .create_bucket(&spec.bucket)
-            .await
-            .with_context(|| format!("creating bucket {}", spec.bucket))?;
-        let (results, window) = workload::run(client, spec).await;
-        seconds += window.as_secs_f64();
-        for (op, s) in results {
-            let label = if specs.len() > 1 {
-                format!("{}.{op}", i + 1)
-            } else {
-                op.to_string()
-            };
-            ops.insert(label, stats::summarise(&s, window));
-        }
-    }
-    let servers = (!pids.is_empty()).then(|| procs::sample(pids));
-    Ok(stats::Report {
-        name: name.to_string(),
-        seconds,
-        ops,
-        servers,
-        machine: None,
-    })
-}
-
-fn write_report(report: &stats::Report, out: &OutputArgs) -> anyhow::Result<()> {
-    let dir = out
-        .out
-        .clone()
-        .unwrap_or_else(|| scenario::default_out(&report.name));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+fn write_report(report: &stats::Report, dir: &Path, allow_errors: bool) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::write(dir.join("results.json"), serde_json::to_vec_pretty(report)?)?;
     std::fs::write(dir.join("results.csv"), report.csv())?;
+    let plots = plot::write_all(report, dir)?;
     print!("{}", report.table());
-    println!("results: {}", dir.display());
+    println!("results: {} ({})", dir.display(), plots.join(", "));
     let errors: u64 = report.ops.values().map(|s| s.errors).sum();
-    if errors > 0 && !out.allow_errors {
+    if errors > 0 && !allow_errors {
         for (op, s) in &report.ops {
             for e in &s.error_samples {
                 eprintln!("{op}: {e}");
@@ -213,8 +217,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         (None, None) => bail!("give --ops N or --seconds N"),
     };
     let spec = Spec {
-        bucket,
+        bucket: bucket.clone(),
         prefix: args.prefix.clone(),
+        naming: s3bench::workload::KeyNaming::Flat,
         mix: args.mix.clone(),
         size: parse_size(&args.size)?,
         clients: args.clients.max(1),
@@ -223,50 +228,247 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         warmup: Duration::from_secs(args.warmup),
     };
     let client = S3Client::new(target, spec.clients);
-    let report = run_phases("run", &client, &[spec], &[]).await?;
-    write_report(&report, &args.output)
+    let scenario = Scenario {
+        name: "run".into(),
+        steps: vec![scenario::Step::Load(spec)],
+        one_way_delay: Duration::ZERO,
+        kept_dir: None,
+    };
+    let ctx = RunContext {
+        system: "endpoint",
+        client: &client,
+        bucket: &bucket,
+        pids: &[],
+        seed_dir: None,
+        wrk: false,
+    };
+    let report = runner::run(&scenario, &ctx).await?;
+    let out = args
+        .output
+        .out
+        .clone()
+        .unwrap_or_else(|| scenario::default_out("run"));
+    write_report(&report, &out, args.output.allow_errors)
+}
+
+/// Which system a scenario runs on.
+enum System<'a> {
+    Ours,
+    Peer(&'a Peer),
+}
+
+async fn start(
+    system: &System<'_>,
+    storaged: &Path,
+    spec: &ClusterSpec,
+) -> anyhow::Result<Cluster> {
+    Ok(match system {
+        System::Ours => {
+            if !storaged.exists() {
+                bail!(
+                    "{} not found: build it (cargo build --release -p storaged) or give --storaged",
+                    storaged.display()
+                );
+            }
+            Cluster::start_storaged(storaged, spec).await?
+        }
+        System::Peer(p) => Cluster::start_peer(p, spec).await?,
+    })
 }
 
 async fn scenario(args: ScenarioArgs) -> anyhow::Result<()> {
-    let mut specs = scenario::phases(&args.name)?;
+    let scale = Scale {
+        keys: args.keys,
+        seconds: args.seconds,
+    };
+    let sc = Scenario::new(&args.name, scale)?;
     let out = args
         .output
         .out
         .clone()
         .unwrap_or_else(|| scenario::default_out(&args.name));
-    let (target, bucket, pids, _cluster) = if args.endpoint.endpoint.is_some() {
+    let clients = sc
+        .steps
+        .iter()
+        .map(|s| match s {
+            scenario::Step::Load(spec) | scenario::Step::Seed(spec) => spec.clients,
+            scenario::Step::DeleteBatches { clients, .. } => *clients,
+            scenario::Step::List { .. } => 1,
+            scenario::Step::KeepAlive { connections, .. } => *connections,
+        })
+        .max()
+        .unwrap_or(1);
+    if args.endpoint.endpoint.is_some() {
         let bucket = args
             .endpoint
             .bucket
             .clone()
             .unwrap_or_else(|| "s3bench".into());
-        (args.endpoint.target()?, bucket, Vec::new(), None)
-    } else {
-        if !args.storaged.exists() {
-            bail!(
-                "{} not found: build it (cargo build --release -p storaged) or give --storaged",
-                args.storaged.display()
-            );
+        let client = S3Client::new(args.endpoint.target()?, clients);
+        let ctx = RunContext {
+            system: "endpoint",
+            client: &client,
+            bucket: &bucket,
+            pids: &[],
+            seed_dir: None,
+            wrk: !args.no_wrk,
+        };
+        let mut report = runner::run(&sc, &ctx).await?;
+        if args.machine {
+            report.machine = Some(machine::measure(&out).await?);
         }
-        let c = scenario::DevCluster::start(&args.storaged, 3, &out.join("cluster"))?;
-        (c.target.clone(), c.bucket.clone(), c.pids.clone(), Some(c))
+        return write_report(&report, &out, args.output.allow_errors);
+    }
+    let mut systems = Vec::new();
+    if !args.skip_ours {
+        systems.push(System::Ours);
+    }
+    systems.extend(args.peers.iter().map(System::Peer));
+    let mut reports = Vec::new();
+    let mut failures = Vec::new();
+    for system in &systems {
+        let (name, dir) = match system {
+            System::Ours => ("storaged", out.clone()),
+            System::Peer(p) => (p.system.name(), out.join(p.system.name())),
+        };
+        if let System::Peer(p) = system
+            && !sc.one_way_delay.is_zero()
+            && !p.system.has_zones()
+        {
+            println!(
+                "[{name}] {}: skipped (a single node has no zones to delay)",
+                sc.name
+            );
+            continue;
+        }
+        let spec = ClusterSpec {
+            nodes: 3,
+            one_way_delay: sc.one_way_delay,
+            dir: match &sc.kept_dir {
+                Some(k) => args.data_root.join(k).join(name),
+                None => dir.join("cluster"),
+            },
+        };
+        println!("[{name}] starting the cluster in {}", spec.dir.display());
+        let mut cluster = start(system, &args.storaged, &spec)
+            .await
+            .with_context(|| format!("starting {name}"))?;
+        let client = S3Client::new(cluster.target.clone(), clients);
+        let ctx = RunContext {
+            system: name,
+            client: &client,
+            bucket: &cluster.bucket.clone(),
+            pids: &cluster.pids.clone(),
+            seed_dir: sc.kept_dir.as_ref().map(|_| spec.dir.as_path()),
+            wrk: !args.no_wrk,
+        };
+        let mut report = runner::run(&sc, &ctx).await?;
+        cluster
+            .check_running()
+            .with_context(|| format!("{name} after the run"))?;
+        if args.machine {
+            report.machine = Some(machine::measure(&dir).await?);
+        }
+        drop(cluster);
+        if let Err(e) = write_report(&report, &dir, args.output.allow_errors) {
+            failures.push(format!("{name}: {e:#}"));
+        }
+        reports.push(report);
+    }
+    if reports.len() > 1 {
+        let text = compare(&reports);
+        std::fs::write(out.join("compare.csv"), compare_csv(&reports))?;
+        print!("{text}");
+        println!("side by side: {}", out.join("compare.csv").display());
+    }
+    if !failures.is_empty() {
+        bail!("{}", failures.join("; "));
+    }
+    Ok(())
+}
+
+/// The same figures of every system, one row per step and operation.
+fn compare(reports: &[stats::Report]) -> String {
+    let mut rows: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for r in reports {
+        for (op, s) in &r.ops {
+            rows.entry(op.as_str()).or_default().push(format!(
+                "{}: {:.0} ops/s {:.1} MB/s {:.0} keys/s p50 {:.2} p99 {:.2} ms",
+                r.system, s.ops_per_sec, s.mb_per_sec, s.keys_per_sec, s.p50_ms, s.p99_ms
+            ));
+        }
+    }
+    let mut out = String::from("side by side:\n");
+    for (op, cells) in rows {
+        out.push_str(&format!("  {op}\n"));
+        for c in cells {
+            out.push_str(&format!("    {c}\n"));
+        }
+    }
+    for r in reports {
+        if let Some(rss) = &r.rss {
+            let after: Vec<String> = rss
+                .after
+                .iter()
+                .map(|(k, v)| format!("{k} {:.0}", *v as f64 / 1_048_576.0))
+                .collect();
+            out.push_str(&format!(
+                "  {} RSS MiB: idle {:.0}, after {}\n",
+                r.system,
+                rss.idle_bytes as f64 / 1_048_576.0,
+                after.join(", ")
+            ));
+        }
+    }
+    out
+}
+
+fn compare_csv(reports: &[stats::Report]) -> String {
+    let mut out = String::new();
+    for (i, r) in reports.iter().enumerate() {
+        let csv = r.csv();
+        let mut lines = csv.lines();
+        let header = lines.next().unwrap_or_default();
+        if i == 0 {
+            out.push_str(header);
+            out.push('\n');
+        }
+        for l in lines {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
+    let spec = ClusterSpec {
+        nodes: 3,
+        one_way_delay: Duration::from_millis(args.delay_ms),
+        dir: args.dir.clone(),
     };
-    for s in &mut specs {
-        s.bucket = bucket.clone();
+    let system = match &args.peer {
+        Some(p) => System::Peer(p),
+        None => System::Ours,
+    };
+    let cluster = start(&system, &args.storaged, &spec).await?;
+    let env = cluster.env_lines();
+    let path = args.dir.join("cluster.env");
+    std::fs::write(&path, &env).with_context(|| format!("writing {}", path.display()))?;
+    print!("{env}");
+    println!(
+        "{} ready ({} delaying proxies); these lines are in {}; Ctrl-C stops it",
+        cluster.system,
+        cluster.proxies(),
+        path.display()
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
-    let clients = specs.iter().map(|s| s.clients).max().unwrap_or(1);
-    let client = S3Client::new(target, clients);
-    let mut report = run_phases(&args.name, &client, &specs, &pids).await?;
-    if args.machine {
-        report.machine = Some(machine::measure(&out).await?);
-    }
-    write_report(
-        &report,
-        &OutputArgs {
-            out: Some(out),
-            allow_errors: args.output.allow_errors,
-        },
-    )
+    drop(cluster);
+    Ok(())
 }
 
 #[tokio::main]
@@ -275,6 +477,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.cmd {
         Cmd::Run(a) => run(a).await,
         Cmd::Scenario(a) => scenario(a).await,
+        Cmd::Cluster(a) => cluster(a).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

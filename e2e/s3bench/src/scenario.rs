@@ -1,25 +1,108 @@
-//! Named scenarios, and the cluster they run against: started here from the built binary
-//! (`storaged dev`, exactly as a user runs it, logging at `warn`), or any S3 endpoint given
-//! by URL (a peer such as Garage or SeaweedFS started by hand).
+//! Named scenarios: the steps each runs, and what cluster it needs (a delay between zones,
+//! a kept data directory). Every step is measured and reported apart.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
-use anyhow::{Context, bail};
-
-use crate::client::Target;
-use crate::workload::{Length, Mix, OpKind, Spec};
+use crate::workload::{KeyNaming, Length, Mix, OpKind, Spec};
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
 
-/// One phase of a scenario: one operation, `ops` times, on keys `0..ops` (each phase is
-/// measured and reported apart: the PUT phase and the GET phase of `small`).
+/// Why a scenario cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// The name is not one of [`NAMES`].
+    #[error("unknown scenario {0:?}: {names}", names = NAMES.join(", "))]
+    Unknown(String),
+}
+
+/// Every scenario, in the order the README presents them.
+pub const NAMES: &[&str] = &[
+    "small",
+    "large",
+    "mixed",
+    "delete",
+    "list",
+    "geo",
+    "keepalive",
+    "smoke",
+];
+
+/// One measured step.
+#[derive(Clone, Debug)]
+pub enum Step {
+    /// A workload; each operation kind is reported apart.
+    Load(Spec),
+    /// DeleteObjects of keys `prefix/0..keys`, `batch` keys per request, `clients` requests
+    /// at once (reported as `delete_objects`, with keys per second).
+    DeleteBatches {
+        /// Key prefix (flat naming).
+        prefix: String,
+        /// Keys to delete.
+        keys: u64,
+        /// Keys per request (S3 allows up to 1000).
+        batch: usize,
+        /// Concurrent requests.
+        clients: usize,
+    },
+    /// A workload run only once per kept data directory (a marker file remembers it), so
+    /// a large key space is written once and listed many times.
+    Seed(Spec),
+    /// Every page (of 1000) of ListObjectsV2 under `prefix`, `passes` times, one client
+    /// (reported as `list` or `list_delim`, with keys per second).
+    List {
+        /// Prefix listed.
+        prefix: String,
+        /// Delimiter (`/`): common prefixes count as entries.
+        delimiter: Option<String>,
+        /// Full listings made.
+        passes: u32,
+    },
+    /// GETs of one object (put first) through a presigned URL over `connections`
+    /// keep-alive connections (reported as `keepalive_get`; `wrk` too when installed).
+    KeepAlive {
+        /// The object's key.
+        key: String,
+        /// Its size.
+        size: usize,
+        /// Connections, each reused for every request.
+        connections: usize,
+        /// Not measured.
+        warmup: Duration,
+        /// Measured.
+        duration: Duration,
+    },
+}
+
+/// Counts a caller may override (CI runs scenarios small; `list` seeds a million keys).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Scale {
+    /// Keys or operations of the main step (each scenario's default when `None`).
+    pub keys: Option<u64>,
+    /// Seconds of timed steps.
+    pub seconds: Option<u64>,
+}
+
+/// A scenario: its steps and the cluster it needs.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// Its name.
+    pub name: String,
+    /// Steps, in order.
+    pub steps: Vec<Step>,
+    /// One-way delay between zones (zero: none).
+    pub one_way_delay: Duration,
+    /// A data directory kept across runs (`list`), named under the results root.
+    pub kept_dir: Option<PathBuf>,
+}
+
+/// One workload step: one operation, `ops` times, on keys `0..ops`.
 fn phase(prefix: &str, op: OpKind, size: usize, clients: usize, ops: u64) -> Spec {
     Spec {
         bucket: String::new(),
         prefix: prefix.into(),
+        naming: KeyNaming::Flat,
         mix: Mix(vec![(op, 1)]),
         size: (size, size),
         clients,
@@ -29,156 +112,132 @@ fn phase(prefix: &str, op: OpKind, size: usize, clients: usize, ops: u64) -> Spe
     }
 }
 
-/// The phases of scenario `name` (their buckets left for the caller to fill in).
-///
-/// # Errors
-/// An unknown name (the message lists the known ones).
-pub fn phases(name: &str) -> anyhow::Result<Vec<Spec>> {
-    let run = format!("{name}-{}", std::process::id());
-    Ok(match name {
-        // 4 KiB objects, 32 clients: PUT 3000, then GET them.
-        "small" => vec![
-            phase(&run, OpKind::Put, 4 * KIB, 32, 3000),
-            phase(&run, OpKind::Get, 4 * KIB, 32, 3000),
-        ],
-        // 64 MiB objects, 4 clients: PUT 8, then GET them.
-        "large" => vec![
-            phase(&run, OpKind::Put, 64 * MIB, 4, 8),
-            phase(&run, OpKind::Get, 64 * MIB, 4, 8),
-        ],
-        // 70% GET / 25% PUT / 5% DELETE of 16 KiB to 4 MiB for 30 s, on 200 keys put first.
-        "mixed" => {
-            let mut fill = phase(&run, OpKind::Put, 16 * KIB, 8, 200);
-            fill.size = (16 * KIB, 4 * MIB);
-            let mut mix = fill.clone();
-            mix.mix = Mix(vec![
-                (OpKind::Get, 70),
-                (OpKind::Put, 25),
-                (OpKind::Delete, 5),
-            ]);
-            mix.length = Length::Time(Duration::from_secs(30));
-            mix.warmup = Duration::from_secs(2);
-            mix.clients = 16;
-            vec![fill, mix]
-        }
-        // A short run that proves the harness works (CI): no figure is read from it.
-        "smoke" => vec![
-            phase(&run, OpKind::Put, 4 * KIB, 8, 200),
-            phase(&run, OpKind::Get, 4 * KIB, 8, 200),
-            phase(&run, OpKind::Put, 3 * MIB, 2, 4),
-            phase(&run, OpKind::Head, 0, 4, 100),
-            phase(&run, OpKind::List, 0, 1, 2),
-            phase(&run, OpKind::Delete, 0, 4, 200),
-        ],
-        _ => bail!("unknown scenario {name:?}: small, large, mixed or smoke"),
-    })
-}
-
-/// A `storaged dev` cluster this process started; stopped (SIGTERM, then waited for) on drop.
-pub struct DevCluster {
-    child: Child,
-    /// How to reach it.
-    pub target: Target,
-    /// The bucket `dev` made.
-    pub bucket: String,
-    /// Node processes (for memory and CPU).
-    pub pids: Vec<u32>,
-}
-
-fn parse_env(text: &str) -> std::collections::HashMap<String, String> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix("export "))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-impl DevCluster {
-    /// Starts `storaged dev --nodes N --zones N` on `dir` and waits (up to 2 minutes) until
-    /// it wrote its `dev.env`.
-    ///
-    /// # Errors
-    /// The binary does not start, exits, or is not ready in time.
-    pub fn start(storaged: &Path, nodes: u32, dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let env_path = dir.join("dev.env");
-        let _ = std::fs::remove_file(&env_path);
-        let log = std::fs::File::create(dir.join("dev.log"))?;
-        let child = Command::new(storaged)
-            .args(["dev", "--nodes", &nodes.to_string(), "--zones"])
-            .arg(nodes.to_string())
-            .arg("--data-dir")
-            .arg(dir)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", storaged.display()))?;
-        let mut cluster = Self {
-            child,
-            target: Target {
-                endpoint: String::new(),
-                access_key: String::new(),
-                secret_key: String::new(),
-                region: String::new(),
-            },
-            bucket: String::new(),
-            pids: Vec::new(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let env = loop {
-            if let Ok(text) = std::fs::read_to_string(&env_path) {
-                break parse_env(&text);
-            }
-            if let Some(status) = cluster.child.try_wait()? {
-                bail!(
-                    "storaged dev exited with {status}; see {}",
-                    dir.join("dev.log").display()
-                );
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "storaged dev not ready after 120 s; see {}",
-                    dir.join("dev.log").display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        let var = |k: &str| {
-            env.get(k)
-                .cloned()
-                .with_context(|| format!("{k} missing from {}", env_path.display()))
-        };
-        cluster.target = Target {
-            endpoint: var("AWS_ENDPOINT_URL")?,
-            access_key: var("AWS_ACCESS_KEY_ID")?,
-            secret_key: var("AWS_SECRET_ACCESS_KEY")?,
-            region: var("AWS_REGION")?,
-        };
-        cluster.bucket = var("BUCKET_NAME")?;
-        cluster.pids = (1..=nodes)
-            .filter_map(|i| env.get(&format!("NODE{i}_PID"))?.parse().ok())
-            .collect();
-        Ok(cluster)
+fn list(prefix: &str, delimiter: Option<&str>, passes: u32) -> Step {
+    Step::List {
+        prefix: prefix.into(),
+        delimiter: delimiter.map(str::to_string),
+        passes,
     }
 }
 
-impl Drop for DevCluster {
-    fn drop(&mut self) {
-        // SIGTERM lets the supervisor stop its nodes; a kill would orphan them.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+impl Scenario {
+    /// Scenario `name` at `scale` (its buckets left for the runner to fill in).
+    ///
+    /// # Errors
+    /// An unknown name (the message lists the known ones).
+    pub fn new(name: &str, scale: Scale) -> Result<Self, ScenarioError> {
+        let run = format!("{name}-{}", std::process::id());
+        let load = Step::Load;
+        let mut one_way_delay = Duration::ZERO;
+        let mut kept_dir = None;
+        let steps = match name {
+            // 4 KiB objects, 32 clients: PUT 3000, then GET them.
+            "small" => {
+                let n = scale.keys.unwrap_or(3000);
+                vec![
+                    load(phase(&run, OpKind::Put, 4 * KIB, 32, n)),
+                    load(phase(&run, OpKind::Get, 4 * KIB, 32, n)),
+                ]
             }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+            // 64 MiB objects, 4 clients: PUT 8, then GET them.
+            "large" => {
+                let n = scale.keys.unwrap_or(8);
+                vec![
+                    load(phase(&run, OpKind::Put, 64 * MIB, 4, n)),
+                    load(phase(&run, OpKind::Get, 64 * MIB, 4, n)),
+                ]
+            }
+            // 70% GET / 25% PUT / 5% DELETE of 16 KiB to 4 MiB for 30 s, on 200 keys put first.
+            "mixed" => {
+                let mut fill = phase(&run, OpKind::Put, 16 * KIB, 8, scale.keys.unwrap_or(200));
+                fill.size = (16 * KIB, 4 * MIB);
+                let mut mix = fill.clone();
+                mix.mix = Mix(vec![
+                    (OpKind::Get, 70),
+                    (OpKind::Put, 25),
+                    (OpKind::Delete, 5),
+                ]);
+                mix.length = Length::Time(Duration::from_secs(scale.seconds.unwrap_or(30)));
+                mix.warmup = Duration::from_secs(2);
+                mix.clients = 16;
+                vec![load(fill), load(mix)]
+            }
+            // PUT 1000 keys, DeleteObjects of all of them in one request; PUT 1000 more,
+            // DeleteObjects in requests of 100, 4 at once; a listing shows none is left.
+            "delete" => {
+                let n = scale.keys.unwrap_or(1000);
+                let (a, b) = (format!("{run}/a"), format!("{run}/b"));
+                let batch = usize::try_from(n.min(1000)).unwrap_or(1000);
+                vec![
+                    load(phase(&a, OpKind::Put, KIB, 32, n)),
+                    Step::DeleteBatches {
+                        prefix: a.clone(),
+                        keys: n,
+                        batch,
+                        clients: 1,
+                    },
+                    load(phase(&b, OpKind::Put, KIB, 32, n)),
+                    Step::DeleteBatches {
+                        prefix: b,
+                        keys: n,
+                        batch: (batch / 10).max(1),
+                        clients: 4,
+                    },
+                    list(&format!("{run}/"), None, 1),
+                ]
+            }
+            // A kept key space of 100k keys (`--keys 1000000` for a million) under
+            // `list/dNN/sN/`, written once; then full listings and prefix / delimiter ones.
+            "list" => {
+                let n = scale.keys.unwrap_or(100_000);
+                kept_dir = Some(PathBuf::from(format!("list-data-{n}")));
+                let mut seed = phase("list", OpKind::Put, 100, 32, n);
+                seed.naming = KeyNaming::Tree;
+                vec![
+                    Step::Seed(seed),
+                    list("list/", None, 1),
+                    list("list/d07/", None, 3),
+                    list("list/", Some("/"), 5),
+                    list("list/d07/", Some("/"), 5),
+                ]
+            }
+            // Zones 50 ms apart (RTT), one sequential client on node 1: 4 KiB PUT, then GET.
+            "geo" => {
+                one_way_delay = Duration::from_millis(25);
+                let n = scale.keys.unwrap_or(300);
+                vec![
+                    load(phase(&run, OpKind::Put, 4 * KIB, 1, n)),
+                    load(phase(&run, OpKind::Get, 4 * KIB, 1, n)),
+                ]
+            }
+            // One 4 KiB object GET over 32 keep-alive connections for 15 s.
+            "keepalive" => vec![
+                load(phase(&run, OpKind::Put, 4 * KIB, 1, 1)),
+                Step::KeepAlive {
+                    key: format!("{run}/0"),
+                    size: 4 * KIB,
+                    connections: 32,
+                    warmup: Duration::from_secs(2),
+                    duration: Duration::from_secs(scale.seconds.unwrap_or(15)),
+                },
+            ],
+            // A short run that proves the harness works (CI): no figure is read from it.
+            "smoke" => vec![
+                load(phase(&run, OpKind::Put, 4 * KIB, 8, 200)),
+                load(phase(&run, OpKind::Get, 4 * KIB, 8, 200)),
+                load(phase(&run, OpKind::Put, 3 * MIB, 2, 4)),
+                load(phase(&run, OpKind::Head, 0, 4, 100)),
+                load(phase(&run, OpKind::List, 0, 1, 2)),
+                load(phase(&run, OpKind::Delete, 0, 4, 200)),
+            ],
+            _ => return Err(ScenarioError::Unknown(name.into())),
+        };
+        Ok(Self {
+            name: name.into(),
+            steps,
+            one_way_delay,
+            kept_dir,
+        })
     }
 }
 
@@ -197,22 +256,58 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_scenario_has_phases_and_unknown_ones_are_refused() {
-        for name in ["small", "large", "mixed", "smoke"] {
-            assert!(!phases(name).unwrap().is_empty(), "{name}");
+    fn every_scenario_has_steps_and_unknown_ones_are_refused() {
+        for name in NAMES {
+            assert!(
+                !Scenario::new(name, Scale::default())
+                    .unwrap()
+                    .steps
+                    .is_empty(),
+                "{name}"
+            );
         }
-        assert!(
-            phases("huge")
-                .unwrap_err()
-                .to_string()
-                .contains("small, large")
-        );
+        let e = Scenario::new("huge", Scale::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("small, large") && e.contains("geo"), "{e}");
     }
 
     #[test]
-    fn dev_env_lines_parse() {
-        let env = parse_env("export AWS_REGION=us-east-1\nexport NODE1_PID=42\nnoise\n");
-        assert_eq!(env["AWS_REGION"], "us-east-1");
-        assert_eq!(env["NODE1_PID"], "42");
+    fn geo_delays_list_keeps_its_data_and_scale_shrinks_counts() {
+        let geo = Scenario::new("geo", Scale::default()).unwrap();
+        assert_eq!(geo.one_way_delay, Duration::from_millis(25));
+        let list = Scenario::new(
+            "list",
+            Scale {
+                keys: Some(500),
+                seconds: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(list.kept_dir, Some(PathBuf::from("list-data-500")));
+        let del = Scenario::new(
+            "delete",
+            Scale {
+                keys: Some(50),
+                seconds: None,
+            },
+        )
+        .unwrap();
+        assert!(matches!(
+            del.steps[1],
+            Step::DeleteBatches {
+                keys: 50,
+                batch: 50,
+                ..
+            }
+        ));
+        assert!(matches!(
+            del.steps[3],
+            Step::DeleteBatches {
+                batch: 5,
+                clients: 4,
+                ..
+            }
+        ));
     }
 }

@@ -94,7 +94,9 @@ pub struct OpSummary {
     pub ops_per_sec: f64,
     /// Megabytes (10^6) per second of bodies.
     pub mb_per_sec: f64,
-    /// Keys listed per second (LIST only).
+    /// Keys listed or deleted (LIST, DeleteObjects).
+    pub items: u64,
+    /// Keys listed or deleted per second.
     pub keys_per_sec: f64,
     /// Latency percentiles in milliseconds.
     pub p50_ms: f64,
@@ -106,8 +108,22 @@ pub struct OpSummary {
     pub max_ms: f64,
     /// Completions in each second.
     pub per_second: Vec<u64>,
+    /// Seconds into the run at which this operation's step started (for plots over time).
+    pub start_s: f64,
+    /// Latency in milliseconds at percentiles 0..=100 (and 99.9), as `[percentile, ms]`
+    /// pairs: the latency distribution plot.
+    pub latency_curve: Vec<[f64; 2]>,
     /// The first errors seen.
     pub error_samples: Vec<String>,
+}
+
+/// Resident memory of the servers at points of a run: the highest `VmRSS` of any one node.
+#[derive(Debug, Default, Serialize)]
+pub struct RssReadings {
+    /// Once the cluster is ready, before any request.
+    pub idle_bytes: u64,
+    /// Right after each step, by step label (`2.get` of `large`: right after the large GET).
+    pub after: BTreeMap<String, u64>,
 }
 
 /// A whole run's report.
@@ -125,6 +141,14 @@ pub struct Report {
     /// The machine's own limits, measured in the same run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub machine: Option<crate::machine::Limits>,
+    /// The system measured (`storaged`, `garage`, `seaweedfs`, or `endpoint`).
+    pub system: String,
+    /// Server memory over the run, when the runner started the servers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss: Option<RssReadings>,
+    /// Other figures of the run (e.g. `wrk` on the keep-alive URL), by name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, serde_json::Value>,
 }
 
 fn ms(us: u64) -> f64 {
@@ -141,14 +165,34 @@ pub fn summarise(stats: &OpStats, window: Duration) -> OpSummary {
         errors: stats.errors,
         ops_per_sec: h.len() as f64 / secs,
         mb_per_sec: stats.bytes as f64 / 1e6 / secs,
+        items: stats.items,
         keys_per_sec: stats.items as f64 / secs,
         p50_ms: ms(h.value_at_quantile(0.5)),
         p90_ms: ms(h.value_at_quantile(0.9)),
         p99_ms: ms(h.value_at_quantile(0.99)),
         max_ms: ms(h.max()),
         per_second: stats.per_second.clone(),
+        start_s: 0.0,
+        latency_curve: curve(h),
         error_samples: stats.samples.clone(),
     }
+}
+
+fn curve(h: &Histogram<u64>) -> Vec<[f64; 2]> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let mut points: Vec<f64> = (0..=100).map(f64::from).collect();
+    points.insert(100, 99.9);
+    points
+        .into_iter()
+        .map(|p| [p, ms(h.value_at_quantile(p / 100.0))])
+        .collect()
+}
+
+/// Mebibytes, for display.
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / 1_048_576.0
 }
 
 impl Report {
@@ -156,16 +200,28 @@ impl Report {
     #[must_use]
     pub fn table(&self) -> String {
         let mut out = format!(
-            "{:<8} {:>9} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
-            "op", "ops", "errors", "ops/s", "MB/s", "p50 ms", "p90 ms", "p99 ms", "max ms"
+            "[{}] {}\n{:<18} {:>8} {:>6} {:>9} {:>8} {:>10} {:>8} {:>8} {:>8} {:>8}\n",
+            self.system,
+            self.name,
+            "op",
+            "ops",
+            "errors",
+            "ops/s",
+            "MB/s",
+            "keys/s",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "max ms"
         );
         for (op, s) in &self.ops {
             out.push_str(&format!(
-                "{op:<8} {:>9} {:>7} {:>10.1} {:>9.1} {:>9.2} {:>9.2} {:>9.2} {:>9.2}\n",
+                "{op:<18} {:>8} {:>6} {:>9.1} {:>8.1} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2}\n",
                 s.ops,
                 s.errors,
                 s.ops_per_sec,
                 s.mb_per_sec,
+                s.keys_per_sec,
                 s.p50_ms,
                 s.p90_ms,
                 s.p99_ms,
@@ -175,9 +231,19 @@ impl Report {
         if let Some(u) = &self.servers {
             out.push_str(&format!(
                 "servers: peak RSS {:.1} MiB (busiest node), CPU {:.1} s in total\n",
-                u.peak_rss_bytes as f64 / 1048576.0,
+                mib(u.peak_rss_bytes),
                 u.cpu_seconds
             ));
+        }
+        if let Some(r) = &self.rss {
+            out.push_str(&format!("servers: idle RSS {:.1} MiB", mib(r.idle_bytes)));
+            for (step, b) in &r.after {
+                out.push_str(&format!(", after {step} {:.1} MiB", mib(*b)));
+            }
+            out.push_str(" (highest VmRSS of any node)\n");
+        }
+        for (name, v) in &self.extra {
+            out.push_str(&format!("{name}: {v}\n"));
         }
         if let Some(m) = &self.machine {
             out.push_str(&format!(
@@ -191,16 +257,19 @@ impl Report {
     /// CSV: one row per operation kind.
     #[must_use]
     pub fn csv(&self) -> String {
-        let mut out =
-            String::from("name,op,ops,errors,ops_per_sec,mb_per_sec,p50_ms,p90_ms,p99_ms,max_ms\n");
+        let mut out = String::from(
+            "system,name,op,ops,errors,ops_per_sec,mb_per_sec,keys_per_sec,p50_ms,p90_ms,p99_ms,max_ms\n",
+        );
         for (op, s) in &self.ops {
             out.push_str(&format!(
-                "{},{op},{},{},{:.2},{:.2},{:.3},{:.3},{:.3},{:.3}\n",
+                "{},{},{op},{},{},{:.2},{:.2},{:.1},{:.3},{:.3},{:.3},{:.3}\n",
+                self.system,
                 self.name,
                 s.ops,
                 s.errors,
                 s.ops_per_sec,
                 s.mb_per_sec,
+                s.keys_per_sec,
                 s.p50_ms,
                 s.p90_ms,
                 s.p99_ms,
@@ -238,5 +307,7 @@ mod tests {
         assert!((s.ops_per_sec - 1.0).abs() < 1e-9);
         assert!(s.p50_ms >= 0.99 && s.p50_ms <= 1.01, "{}", s.p50_ms);
         assert!(s.max_ms >= 2.99 && s.max_ms <= 3.01, "{}", s.max_ms);
+        assert_eq!(s.latency_curve.len(), 102);
+        assert!(s.latency_curve.windows(2).all(|w| w[0][1] <= w[1][1]));
     }
 }

@@ -112,13 +112,41 @@ pub enum Length {
     Time(Duration),
 }
 
+/// How key number `n` is named.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyNaming {
+    /// `<prefix>/<n>`.
+    Flat,
+    /// `<prefix>/dNN/sN/kNNNNNNN`: 100 "directories" of 10 "subdirectories" each, so that
+    /// prefix and delimiter listings have something to group.
+    Tree,
+}
+
+impl KeyNaming {
+    /// The key of number `n` under `prefix`.
+    #[must_use]
+    pub fn key(self, prefix: &str, n: u64) -> String {
+        match self {
+            Self::Flat => format!("{prefix}/{n}"),
+            Self::Tree => format!(
+                "{prefix}/d{:02}/s{}/k{:07}",
+                n % 100,
+                (n / 100) % 10,
+                n / 1000
+            ),
+        }
+    }
+}
+
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct Spec {
     /// Bucket (created if missing).
     pub bucket: String,
-    /// Key prefix; keys are `<prefix>/<n>`.
+    /// Key prefix.
     pub prefix: String,
+    /// How keys under the prefix are named.
+    pub naming: KeyNaming,
     /// Operations and their weights.
     pub mix: Mix,
     /// Object size range in bytes (inclusive).
@@ -154,7 +182,7 @@ async fn one(
     size: usize,
     base: &Bytes,
 ) -> Result<(u64, u64), String> {
-    let key = format!("{}/{key_no}", spec.prefix);
+    let key = spec.naming.key(&spec.prefix, key_no);
     let r = match op {
         OpKind::Put => {
             let data = body(base, size, key_no ^ rand::rng().next_u64());
@@ -185,8 +213,9 @@ async fn one(
         .map_err(|e| format!("{op} {key}: {e}"))
 }
 
-/// Runs `spec` through `client`; returns what was measured after the warm-up.
-pub async fn run(client: &S3Client, spec: &Spec) -> Results {
+/// Runs `spec` through `client`; returns what was measured after the warm-up. Each
+/// completed operation advances `progress`.
+pub async fn run(client: &S3Client, spec: &Spec, progress: &indicatif::ProgressBar) -> Results {
     let mut seed = rand::rngs::SmallRng::from_os_rng();
     let mut base = vec![0u8; spec.size.1.max(1)];
     seed.fill_bytes(&mut base);
@@ -200,6 +229,7 @@ pub async fn run(client: &S3Client, spec: &Spec) -> Results {
     let mut tasks = Vec::with_capacity(spec.clients);
     for _ in 0..spec.clients {
         let (client, spec, base, next) = (client.clone(), spec.clone(), base.clone(), next.clone());
+        let progress = progress.clone();
         tasks.push(tokio::spawn(async move {
             let mut rng = rand::rngs::SmallRng::from_os_rng();
             let mut stats: BTreeMap<OpKind, OpStats> = BTreeMap::new();
@@ -223,6 +253,7 @@ pub async fn run(client: &S3Client, spec: &Spec) -> Results {
                 let size = rng.random_range(spec.size.0..=spec.size.1);
                 let t0 = Instant::now();
                 let r = one(&client, &spec, op, key_no, size, &base).await;
+                progress.inc(1);
                 if t0 < measure_from {
                     continue;
                 }
@@ -282,5 +313,15 @@ mod tests {
         assert_eq!(a.len(), 9_000);
         assert_ne!(a, b);
         assert_ne!(a[4096..4200], b[4096..4200]);
+    }
+
+    #[test]
+    fn tree_keys_group_under_directories() {
+        assert_eq!(KeyNaming::Flat.key("p", 7), "p/7");
+        assert_eq!(KeyNaming::Tree.key("list", 12_345), "list/d45/s3/k0000012");
+        let mut keys: Vec<String> = (0..2000).map(|n| KeyNaming::Tree.key("l", n)).collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), 2000);
     }
 }

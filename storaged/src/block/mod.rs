@@ -178,7 +178,7 @@ impl BlockManager {
             return Ok(());
         }
         let (plain, zst) = self.paths(hash);
-        let compressed = if self.compression_level > 0 {
+        let compressed = if self.compression_level > 0 && worth_compressing(data) {
             zstd::bulk::compress(data, self.compression_level)
                 .ok()
                 .filter(|c| c.len() < data.len() / 10 * 9)
@@ -316,8 +316,36 @@ fn sync_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Bytes of a chunk compressed to judge whether the whole is worth compressing.
+const COMPRESSION_SAMPLE: usize = 64 << 10;
+
+/// Whether a chunk is likely to shrink: a sample from its middle must compress to under
+/// 90% (at the fastest level), so that data that does not compress (media, archives,
+/// encrypted backups: most large objects) costs a sample's compression, not the chunk's.
+fn worth_compressing(data: &[u8]) -> bool {
+    if data.len() <= 2 * COMPRESSION_SAMPLE {
+        return true;
+    }
+    let start = (data.len() - COMPRESSION_SAMPLE) / 2;
+    let sample = &data[start..start + COMPRESSION_SAMPLE];
+    zstd::bulk::compress(sample, 1).is_ok_and(|c| c.len() < sample.len() / 10 * 9)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn incompressible_chunks_are_judged_on_a_sample() {
+        use rand::RngCore;
+        let mut random = vec![0u8; 1 << 20];
+        rand::rng().fill_bytes(&mut random);
+        assert!(!super::worth_compressing(&random));
+        assert!(super::worth_compressing(&vec![7u8; 1 << 20]));
+        assert!(
+            super::worth_compressing(&random[..1000]),
+            "small: always tried"
+        );
+    }
+
     use super::*;
 
     #[tokio::test]

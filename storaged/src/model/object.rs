@@ -345,6 +345,12 @@ impl TableSchema for ObjectTable {
         })
     }
 
+    /// A version written without reading the object first (a small PUT) must order after
+    /// every version the replica holds, as `next_timestamp` over a read would have made it.
+    fn supersedes(stored: &Object, incoming: &Object) -> bool {
+        stored.last_timestamp() >= incoming.last_timestamp()
+    }
+
     fn matches_filter(entry: &Object, filter: &ObjectFilter) -> bool {
         match filter {
             ObjectFilter::IsData => entry.current().is_some(),

@@ -11,6 +11,13 @@
 //!    a chunk that nothing references; aborting the version releases every reference.
 //! 3. `commit`: the `Complete` version; only now is the object visible (and acknowledged).
 //!
+//! A small body (inline: no chunks, so no step 1 or 2) is written without reading the
+//! object first ([`ObjectWriter::unread`]): one quorum round trip. Its timestamp comes from
+//! this node's own copy when it has one; a replica whose copy holds a version at least as
+//! new refuses it, and the commit tries again above what the replicas hold (a second round
+//! trip only for a lagging clock or a concurrent writer of the key), or after reading the
+//! object when a replica cannot judge (see `ReplicatedTable::insert_unless_superseded`).
+//!
 //! Whatever ends an upload early releases its chunks without a restart: an error path calls
 //! `abort`; a dropped writer (the client went away and the request future was dropped)
 //! aborts in the background. A version superseded while it was still uploading, or on
@@ -29,6 +36,7 @@ use crate::error::Result;
 use crate::util::budget::BudgetPermit;
 use crate::util::fault::{self, Fault};
 use crate::util::id::{Hash, Uuid};
+use crate::util::time::next_timestamp;
 
 /// One object version being written to (bucket, key).
 pub struct ObjectWriter {
@@ -41,7 +49,12 @@ pub struct ObjectWriter {
     begun: bool,
     /// Committed or aborted: nothing left to clean up.
     finished: bool,
+    /// The timestamp was not taken over a quorum read of the object (see the module docs).
+    unread: bool,
 }
+
+/// Tries of an unread commit refused by the replicas before it reads the object first.
+const UNREAD_TRIES: usize = 3;
 
 impl ObjectWriter {
     /// A writer for a new version of (`bucket`, `key`) ordered at `timestamp` (which the
@@ -69,7 +82,19 @@ impl ObjectWriter {
             timestamp,
             begun: false,
             finished: false,
+            unread: false,
         }
+    }
+
+    /// A writer for a small (inline) new version of (`bucket`, `key`) whose timestamp is
+    /// taken without a quorum read: above this node's own copy of the object, if any.
+    pub async fn unread(model: &Arc<Model>, bucket: Uuid, key: &str) -> Self {
+        // Only a hint: a missing or stale local copy costs a refusal, never a wrong order.
+        let local = model.objects.get_local(&bucket, &key.to_string()).await;
+        let last = local.ok().flatten().map_or(0, |o| o.last_timestamp());
+        let mut w = Self::new(model, bucket, key, next_timestamp(last));
+        w.unread = true;
+        w
     }
 
     /// The version's id (its chunks are attached to it).
@@ -114,25 +139,74 @@ impl ObjectWriter {
     /// Step 3: makes the version visible, together with `also` (e.g. the multipart upload
     /// the completion closes), then forgets the in-flight marker.
     pub async fn commit(mut self, data: ObjectVersionData, also: Vec<ObjectVersion>) -> Result<()> {
-        let v = ObjectVersion {
-            uuid: self.uuid,
-            timestamp: self.timestamp,
-            state: ObjectVersionState::Complete(data),
-        };
         // Test-only: acknowledge every other write without its commit (see `util::fault`).
         let lose = fault::active(Fault::LoseAckedPuts) && self.uuid.as_bytes()[0].is_multiple_of(2);
         if !lose {
-            let mut versions = also;
-            versions.push(v);
-            self.model
-                .objects
-                .insert(&Object::new(self.bucket, self.key.clone(), versions))
-                .await?;
+            let inline = matches!(data, ObjectVersionData::Inline(..));
+            if self.unread && inline && also.is_empty() && !self.begun {
+                self.commit_unread(data).await?;
+            } else {
+                if self.unread {
+                    // Not a small body after all: order it over a read, as any other.
+                    self.order_over_a_read().await?;
+                }
+                let mut versions = also;
+                versions.push(self.version(data));
+                self.model
+                    .objects
+                    .insert(&Object::new(self.bucket, self.key.clone(), versions))
+                    .await?;
+            }
         }
         self.finished = true;
         if self.begun {
             self.model.end_upload(self.uuid).await?;
         }
+        Ok(())
+    }
+
+    fn version(&self, data: ObjectVersionData) -> ObjectVersion {
+        ObjectVersion {
+            uuid: self.uuid,
+            timestamp: self.timestamp,
+            state: ObjectVersionState::Complete(data),
+        }
+    }
+
+    /// Orders the version after every one a quorum read of the object finds.
+    async fn order_over_a_read(&mut self) -> Result<()> {
+        let existing = self.model.objects.get(&self.bucket, &self.key).await?;
+        let last = existing.as_ref().map_or(0, Object::last_timestamp);
+        self.timestamp = next_timestamp(last.max(self.timestamp));
+        Ok(())
+    }
+
+    /// The commit of an [`Self::unread`] writer (see the module docs).
+    async fn commit_unread(&mut self, data: ObjectVersionData) -> Result<()> {
+        for _ in 0..UNREAD_TRIES {
+            let entry = Object::new(
+                self.bucket,
+                self.key.clone(),
+                vec![self.version(data.clone())],
+            );
+            match self.model.objects.insert_unless_superseded(&entry).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(newer)) => {
+                    // Below what the replicas hold: again above it, as a new version (the
+                    // refused one, where it was merged, is pruned by the newer ones).
+                    self.timestamp = next_timestamp(newer.last_timestamp().max(self.timestamp));
+                    self.uuid = Uuid::random();
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "unread commit refused: reading the object first");
+                    break;
+                }
+            }
+        }
+        self.order_over_a_read().await?;
+        self.uuid = Uuid::random();
+        let entry = Object::new(self.bucket, self.key.clone(), vec![self.version(data)]);
+        self.model.objects.insert(&entry).await?;
         Ok(())
     }
 

@@ -33,6 +33,9 @@ pub(super) struct Page {
     pub(super) last: Option<String>,
 }
 
+/// Most entries one range read of a listing asks each replica for.
+const LIST_BATCH_MAX: usize = 1001;
+
 /// Lists up to `max` keys and prefixes of `bucket` under `prefix`, from `start` (inclusive).
 pub(super) async fn walk(
     model: &Model,
@@ -51,6 +54,9 @@ pub(super) async fn walk(
     };
     let mut cursor = start.max(prefix.as_bytes().to_vec());
     let delimiter = delimiter.filter(|d| !d.is_empty());
+    // One range read for a page without common prefixes (the extra entry tells whether it
+    // is truncated); bounded so that a reply stays small.
+    let batch_size = max.saturating_add(1).clamp(16, LIST_BATCH_MAX);
     'outer: loop {
         let batch = model
             .objects
@@ -58,7 +64,7 @@ pub(super) async fn walk(
                 &bucket,
                 RangeStart::From(cursor.clone()),
                 Some(ObjectFilter::IsData),
-                256,
+                batch_size,
             )
             .await
             .s3()?;
@@ -66,6 +72,9 @@ pub(super) async fn walk(
             break;
         }
         for obj in &batch {
+            if obj.key.as_bytes() < cursor.as_slice() {
+                continue; // inside the common prefix just rolled up
+            }
             if !obj.key.starts_with(prefix) {
                 if obj.key.as_str() > prefix {
                     break 'outer;
@@ -86,8 +95,10 @@ pub(super) async fn walk(
                 };
                 page.last = Some(cp.clone());
                 page.prefixes.push(cp);
+                // Past the prefix: on through this batch, or a read from there once it is
+                // used up (a large common prefix is skipped, not read).
                 cursor = after;
-                continue 'outer;
+                continue;
             }
             if let (Some(v), Some(meta)) = (obj.current(), obj.current().and_then(|v| v.meta())) {
                 page.objects.push(Listed {
@@ -99,7 +110,7 @@ pub(super) async fn walk(
             page.last = Some(obj.key.clone());
             cursor = after_key(&obj.key);
         }
-        if batch.len() < 256 {
+        if batch.len() < batch_size {
             break;
         }
     }

@@ -201,7 +201,14 @@ pub(super) async fn put_object(
         checksum::verify_content_md5(content_md5.as_deref(), &stored.md5)?;
         Ok::<_, s3s::S3Error>((stored, expected))
     };
-    let (writer, result) = if small {
+    let quotas = bucket.quotas.v;
+    let (writer, result) = if small && quotas.max_size.is_none() && quotas.max_objects.is_none() {
+        // A small body without quotas to check: written without reading the object first,
+        // one round trip (see `model::writer`).
+        let writer = ObjectWriter::unread(model, bucket.id, &key).await;
+        let stored = read_body(writer.uuid()).await;
+        (writer, stored)
+    } else if small {
         // A small body is read while the current object is (one round trip, not two): its
         // timestamp and the quota check only need both at the end. It has no chunks, so
         // its version id is only needed at the commit.

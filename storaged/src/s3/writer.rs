@@ -1,5 +1,5 @@
 //! Streams a request body into storage: inline bytes for small bodies, otherwise chunks of
-//! `block_size` written while the rest of the body is still arriving (a few in flight), with
+//! `block_size` written while the rest of the body is still arriving (16 MiB in flight), with
 //! MD5 and the requested flexible checksum computed on the way.
 //!
 //! Each chunk holds its share of the node's memory budget from before its bytes are read
@@ -24,8 +24,14 @@ use crate::model::{Model, writer};
 use crate::util::budget::BudgetPermit;
 use crate::util::id::{Hash, Uuid};
 
-/// Chunk writes in flight per request (memory bound: this many chunks).
-const IN_FLIGHT: usize = 3;
+/// Bytes of chunk writes in flight per request: enough to keep the replicas' disks and
+/// links busy while the next chunks arrive; the node-wide memory budget bounds the total.
+const IN_FLIGHT_BYTES: usize = 16 << 20;
+
+/// Chunk writes in flight per request for chunks of `block_size`.
+fn in_flight_chunks(block_size: usize) -> usize {
+    (IN_FLIGHT_BYTES / block_size.max(1)).max(2)
+}
 
 /// Where the body goes.
 pub(super) struct Target<'a> {
@@ -113,6 +119,7 @@ pub(super) async fn store_body(
     body: Option<StreamingBlob>,
 ) -> S3Result<Stored> {
     let block_size = target.model.block_size;
+    let max_in_flight = in_flight_chunks(block_size);
     let mut md5 = Md5::new();
     let mut hasher = target.algo.map(Hasher::new);
     let mut buf = BytesMut::new();
@@ -187,7 +194,7 @@ pub(super) async fn store_body(
                 data,
                 share,
             )));
-            if in_flight.len() >= IN_FLIGHT
+            if in_flight.len() >= max_in_flight
                 && let Some(done) = in_flight.next().await
             {
                 blocks.push(done.map_err(S3Error::internal_error)??);

@@ -192,6 +192,10 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<()> {
         Duration::from_millis(config.background.scrub_pause_ms),
         shutdown_rx.clone(),
     ));
+    tokio::spawn(crate::util::memory::run_trimmer(
+        model.budget().clone(),
+        shutdown_rx.clone(),
+    ));
     let metrics = Arc::new(Metrics::new());
     let cleanup = Arc::clone(&model);
     let mut stopping = shutdown_rx.clone();

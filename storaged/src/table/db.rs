@@ -17,6 +17,7 @@ use redb::{
 };
 use tokio::sync::Notify;
 
+use super::commit::Committer;
 use super::{TableSchema, storage_key};
 use crate::error::{Error, Result};
 use crate::util::crdt::Crdt;
@@ -35,7 +36,7 @@ pub const DB_FILE: &str = "db.redb";
 #[derive(Clone)]
 pub struct Db {
     pub(super) inner: Arc<Database>,
-    queue_notify: Arc<Notify>,
+    pub(super) queue_notify: Arc<Notify>,
     pub(super) state: Arc<DbState>,
 }
 
@@ -52,6 +53,8 @@ pub(super) struct DbState {
     failed: Notify,
     /// This node's entries are being rebuilt from its peers (see `rebuild`).
     pub(super) rebuilding: AtomicBool,
+    /// Where durable table writes go to be grouped (see `commit`).
+    pub(super) committer: Committer,
 }
 
 impl Db {
@@ -80,6 +83,7 @@ impl Db {
             .map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
         let existed = std::fs::metadata(&path).is_ok_and(|m| m.len() > 0);
         let db = Database::create(&path).map_err(|e| open_error(&path, e))?;
+        let (committer, jobs) = Committer::new();
         let this = Self {
             inner: Arc::new(db),
             queue_notify: Arc::new(Notify::new()),
@@ -90,8 +94,11 @@ impl Db {
                 failure: Mutex::new(None),
                 failed: Notify::new(),
                 rebuilding: AtomicBool::new(false),
+                committer,
             }),
         };
+        Committer::start(&this, jobs)
+            .map_err(|e| unavailable(format!("cannot start its commit thread: {e}")))?;
         let opened = (|| {
             this.create_table(INSERT_QUEUE)?;
             this.load_rebuild_state(!existed && had_identity)
@@ -276,11 +283,10 @@ impl Db {
     }
 
     /// Removes queue items that still hold the values in `done` (a newer merge stays queued).
-    pub(super) fn queue_remove(&self, done: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
-        let txn = self.begin_write()?;
-        {
-            let mut q = txn.open_table(INSERT_QUEUE)?;
-            for (k, v) in done {
+    pub(super) async fn queue_remove(&self, done: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
+        self.write(move |tx| {
+            let mut q = tx.raw().open_table(INSERT_QUEUE)?;
+            for (k, v) in &done {
                 let unchanged = q
                     .get(k.as_slice())?
                     .is_some_and(|cur| cur.value() == v.as_slice());
@@ -288,9 +294,9 @@ impl Db {
                     q.remove(k.as_slice())?;
                 }
             }
-        }
-        txn.commit()?;
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 }
 

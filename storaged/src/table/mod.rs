@@ -17,6 +17,7 @@
 //! replica holds the same one. A node that lost its store keeps its identity and
 //! [`rebuild`]s it from its peers, answering no reads until then.
 
+mod commit;
 mod db;
 pub mod gc;
 mod offload;
@@ -99,14 +100,40 @@ impl<F: TableSchema> Table<F> {
         self.insert_many(vec![entry.clone()]).await
     }
 
-    /// Merges every entry, in one transaction.
+    /// Merges every entry, in one transaction (shared with other writes: see [`commit`]).
     pub async fn insert_many(self: &Arc<Self>, entries: Vec<F::E>) -> Result<()> {
         let this = Arc::clone(self);
-        tokio::task::spawn_blocking(move || this.apply_local(&entries)).await?
+        self.db
+            .write(move |tx| this.apply_local(tx, &entries))
+            .await
     }
 
-    fn apply_local(&self, entries: &[F::E]) -> Result<()> {
-        let txn = self.db.begin_write()?;
+    /// Merges `entry` unless the stored one [`TableSchema::supersedes`] it, in one
+    /// transaction; returns the stored entry when it does (and nothing was written).
+    pub async fn insert_unless_superseded(self: &Arc<Self>, entry: F::E) -> Result<Option<F::E>> {
+        let this = Arc::clone(self);
+        self.db
+            .write(move |tx| {
+                let key = storage_key(&entry.partition_key().hash(), &entry.sort_key().sort_key());
+                let stored: Option<F::E> = match tx
+                    .raw()
+                    .open_table(definition::<F>())?
+                    .get(key.as_slice())?
+                {
+                    Some(v) => Some(decode(v.value())?),
+                    None => None,
+                };
+                if let Some(stored) = stored.filter(|s| F::supersedes(s, &entry)) {
+                    return Ok(Some(stored));
+                }
+                this.apply_local(tx, std::slice::from_ref(&entry))?;
+                Ok(None)
+            })
+            .await
+    }
+
+    fn apply_local(&self, utx: &mut UpdateTx<'_>, entries: &[F::E]) -> Result<()> {
+        let txn = utx.raw();
         let mut changes = Vec::new();
         let mut merged = Vec::with_capacity(entries.len());
         {
@@ -124,23 +151,17 @@ impl<F: TableSchema> Table<F> {
                     let bytes = encode(&new)?;
                     table.insert(key.as_slice(), bytes.as_slice())?;
                     if F::is_tombstone(&new) {
-                        gc::record_candidate::<F>(&txn, &key, &bytes)?;
+                        gc::record_candidate::<F>(txn, &key, &bytes)?;
                     }
                     changes.push((old, new));
                 }
             }
         }
-        let mut utx = UpdateTx::new(&txn);
         for (incoming, new) in &merged {
-            self.schema.merged(&mut utx, incoming, new)?;
+            self.schema.merged(utx, incoming, new)?;
         }
         for (old, new) in &changes {
-            self.schema.updated(&mut utx, old.as_ref(), Some(new))?;
-        }
-        let queued = utx.queued();
-        txn.commit()?;
-        if queued {
-            self.db.notify_queue();
+            self.schema.updated(utx, old.as_ref(), Some(new))?;
         }
         Ok(())
     }
@@ -295,8 +316,7 @@ impl<F: TableSchema> Table<F> {
             .map(|(_, v)| decode::<F::E>(v))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         insert(entries).await?;
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.queue_remove(&batch)).await??;
+        self.db.queue_remove(batch).await?;
         Ok(true)
     }
 }

@@ -43,6 +43,10 @@ pub enum CallError {
     /// The replica answered with something that is not an answer to the request.
     #[error("unexpected response: {0}")]
     Unexpected(&'static str),
+    /// The replica holds an entry that supersedes the one written (encoded here): see
+    /// [`ReplicatedTable::insert_unless_superseded`].
+    #[error("the replica holds a newer entry")]
+    Superseded(Vec<u8>),
     /// The replica's entries could not be decoded (version skew or corruption).
     #[error(transparent)]
     Decode(#[from] EncodeError),
@@ -189,24 +193,79 @@ impl<F: TableSchema> ReplicatedTable<F> {
                 _ => Err(CallError::Unexpected("not an update acknowledgement")),
             });
             let acked = self.await_quorum(tracker, &mut rx).await?;
-            // A replica's own copy is in the quorum's answer too, so that this node's
-            // local reads (full-replication tables read locally) see its own writes. The
-            // local call is in process: this costs no round trip.
-            let me = self.rpc.node_id();
-            if nodes.contains(&me) && !acked.iter().any(|(n, ())| *n == me) {
-                while let Some((node, r)) = rx.recv().await {
-                    if node == me {
-                        return r.map_err(|e| ReplicationError::Quorum {
-                            needed: quorum,
-                            got: acked.len(),
-                            errors: vec![(me, e)],
-                        });
-                    }
-                }
-            }
-            Ok(())
+            self.await_own_copy(&nodes, &acked, &mut rx, quorum).await
         });
         futures::future::try_join_all(writes).await.map(|_| ())
+    }
+
+    /// Writes `entry` without reading it first: each replica merges it unless its own copy
+    /// [`TableSchema::supersedes`] it. Stored at write quorum: `Ok(None)`, one round trip.
+    /// Too many replicas refused for a quorum: `Ok(Some(newer))`, what they hold merged,
+    /// for the caller to write again above it (some replicas may have merged `entry`: it
+    /// must be one that the newer entries prune or outrank).
+    ///
+    /// Why this is enough: an acknowledged write is on a write quorum, which meets every
+    /// write quorum (both are majorities; `dangerous` mode promises nothing here, as for its
+    /// reads), so a quorum that accepted holds no acknowledged entry that supersedes
+    /// `entry`. A replica that cannot judge (rebuilding, or an older daemon) refuses with an
+    /// error, and the caller falls back to reading first.
+    ///
+    /// # Errors
+    /// As [`Self::insert_many`].
+    pub async fn insert_unless_superseded(
+        &self,
+        entry: &F::E,
+    ) -> Result<Option<F::E>, ReplicationError> {
+        let _lock = self.replication.lock_write();
+        let partition = entry.partition_key().hash();
+        let groups =
+            group_by_write_sets(self.replication.as_ref(), vec![(partition, encode(entry)?)]);
+        let quorum = self.replication.quorums().write;
+        let Some((sets, mut encoded)) = groups.into_iter().next() else {
+            return Err(ReplicationError::NoNodes);
+        };
+        if sets.iter().all(Vec::is_empty) || encoded.len() != 1 {
+            return Err(ReplicationError::NoNodes);
+        }
+        let tracker = SetsTracker::new(sets, quorum);
+        let nodes = tracker.nodes();
+        let req = TableReq::UpdateUnlessSuperseded(encoded.remove(0));
+        let mut rx = self.spawn_calls(&nodes, req, |_, r| match r {
+            TableResp::Updated => Ok(()),
+            TableResp::Superseded(stored) => Err(CallError::Superseded(stored)),
+            _ => Err(CallError::Unexpected("not an update acknowledgement")),
+        });
+        match self.await_quorum(tracker, &mut rx).await {
+            Ok(acked) => {
+                self.await_own_copy(&nodes, &acked, &mut rx, quorum).await?;
+                Ok(None)
+            }
+            Err(ReplicationError::Quorum {
+                errors,
+                needed,
+                got,
+            }) => {
+                let mut newer: Option<F::E> = None;
+                for (_, e) in &errors {
+                    if let CallError::Superseded(bytes) = e {
+                        let stored: F::E = decode(bytes)?;
+                        match &mut newer {
+                            Some(n) => n.merge(&stored),
+                            None => newer = Some(stored),
+                        }
+                    }
+                }
+                match newer {
+                    Some(n) => Ok(Some(n)),
+                    None => Err(ReplicationError::Quorum {
+                        needed,
+                        got,
+                        errors,
+                    }),
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The entry at (`partition`, `sort`), merged from a read quorum of its replicas, or
@@ -438,6 +497,31 @@ impl<F: TableSchema> ReplicatedTable<F> {
         let merged = merge_answers(&answers);
         self.spawn_repair(answers, rx);
         Ok(merged)
+    }
+
+    /// Waits, after a write reached its quorum, for this node's own copy when it is one of
+    /// `nodes`: so that this node's local reads (full-replication tables read locally) see
+    /// its own writes. The local call is in process: this costs no round trip.
+    async fn await_own_copy(
+        &self,
+        nodes: &[NodeId],
+        acked: &[(NodeId, ())],
+        rx: &mut Results<()>,
+        quorum: usize,
+    ) -> Result<(), ReplicationError> {
+        let me = self.rpc.node_id();
+        if nodes.contains(&me) && !acked.iter().any(|(n, ())| *n == me) {
+            while let Some((node, r)) = rx.recv().await {
+                if node == me {
+                    return r.map_err(|e| ReplicationError::Quorum {
+                        needed: quorum,
+                        got: acked.len(),
+                        errors: vec![(me, e)],
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Calls each of `nodes` with `req`, each in its own task bounded by the timeout,

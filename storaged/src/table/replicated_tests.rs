@@ -84,6 +84,11 @@ impl TableSchema for Docs {
     fn matches_filter(_: &Doc, (): &()) -> bool {
         true
     }
+    /// A write without a read first must be newer than every field stored.
+    fn supersedes(stored: &Doc, incoming: &Doc) -> bool {
+        let newest = |d: &Doc| d.fields.0.values().map(|f| f.ts).max().unwrap_or(0);
+        newest(stored) >= newest(incoming)
+    }
 }
 
 #[test]
@@ -419,6 +424,53 @@ async fn a_node_down_does_not_stop_writes_and_is_repaired_by_a_read() {
             .await
             .unwrap();
         assert_eq!(on_3, page[..4], "node 3 repaired up to the page's end");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_write_without_a_read_is_refused_below_what_a_quorum_holds() {
+    within(async {
+        let root = tempfile::tempdir().unwrap();
+        let (mut nodes, _layout) = cluster(&root).await;
+        let v20 = Doc::new("b", "k", &[("color", 20, "red")]);
+        nodes[0].repl().insert(&v20).await.unwrap();
+        nodes[0].repl().flush_repairs().await;
+
+        // A lagging writer: every replica holds newer, and answers what it holds.
+        let v10 = Doc::new("b", "k", &[("color", 10, "old")]);
+        let refused = nodes[1]
+            .repl()
+            .insert_unless_superseded(&v10)
+            .await
+            .unwrap();
+        assert_eq!(refused.as_ref(), Some(&v20));
+
+        // Above what they hold: stored at quorum, in one round trip, even with a node down.
+        nodes[2].down().await;
+        let v30 = Doc::new("b", "k", &[("color", 30, "blue")]);
+        let stored = nodes[1]
+            .repl()
+            .insert_unless_superseded(&v30)
+            .await
+            .unwrap();
+        assert_eq!(stored, None);
+        let got = nodes[0].repl().get(&v30.bucket, &v30.name).await.unwrap();
+        assert_eq!(got, Some(v20.merged(&v30)));
+
+        // The node that missed it accepts a write it cannot judge as stale, but alone it is
+        // no quorum: the other two refuse, and the writer learns of the newer entry.
+        nodes[2].up().await;
+        introduce(&nodes.iter().collect::<Vec<_>>());
+        wait_reachable(&nodes[0], &nodes[2]).await;
+        nodes[0].down().await;
+        let v25 = Doc::new("b", "k", &[("color", 25, "late")]);
+        let refused = nodes[2]
+            .repl()
+            .insert_unless_superseded(&v25)
+            .await
+            .unwrap();
+        assert_eq!(refused, Some(v20.merged(&v30)), "node 2 answers its copy");
     })
     .await;
 }

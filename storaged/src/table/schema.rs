@@ -91,6 +91,14 @@ pub trait TableSchema: Send + Sync + 'static {
         false
     }
 
+    /// Whether a replica holding `stored` must refuse `incoming`, written without a read
+    /// first ([`super::ReplicatedTable::insert_unless_superseded`]): e.g. an object version
+    /// whose timestamp is not above the newest one stored, which a writer that read the
+    /// entry first would never have issued. The default refuses nothing.
+    fn supersedes(_stored: &Self::E, _incoming: &Self::E) -> bool {
+        false
+    }
+
     /// Runs in the transaction that merged `incoming` into the stored entry, giving `new`,
     /// for every merged entry, changed or not: what the merge itself discarded (a version
     /// that arrived already superseded, chunks added to a deleted version) is only visible

@@ -16,7 +16,7 @@ use super::{definition, prefix_end, storage_key};
 use crate::error::Result;
 use crate::rpc::wire::MAX_SERVICE_NAME;
 use crate::rpc::{Handler, NodeId, Service};
-use crate::util::encode::decode;
+use crate::util::encode::{decode, encode};
 use crate::util::id::Hash;
 
 /// The table service of table `F` (a marker type: the service is named by its type).
@@ -121,6 +121,11 @@ pub enum TableReq {
         /// [`super::gc::MAX_ITEMS`].
         items: Vec<(Vec<u8>, Hash)>,
     },
+    /// Merge this encoded entry unless the local copy supersedes it
+    /// ([`TableSchema::supersedes`]): a write sent without reading the entry first. A node
+    /// rebuilding its metadata refuses it (its copy proves nothing), as does an older daemon
+    /// that does not know it; the writer then reads first.
+    UpdateUnlessSuperseded(Vec<u8>),
 }
 
 /// Responses of a table service.
@@ -150,6 +155,8 @@ pub enum TableResp {
     /// The conditional delete is committed; how many entries it removed (the others
     /// changed since, or were gone).
     Deleted(u64),
+    /// The update was refused: the local copy (encoded here) supersedes it.
+    Superseded(Vec<u8>),
 }
 
 /// Serves [`TableRpc<F>`] from the local replica.
@@ -200,6 +207,14 @@ impl<F: TableSchema> TableHandler<F> {
         // The same merge path as a local insert: hooks run in the same transaction.
         self.table.insert_many(entries).await?;
         Ok(TableResp::Updated)
+    }
+
+    async fn update_unless_superseded(&self, encoded: &[u8]) -> Result<TableResp> {
+        let entry = decode::<F::E>(encoded)?;
+        Ok(match self.table.insert_unless_superseded(entry).await? {
+            None => TableResp::Updated,
+            Some(stored) => TableResp::Superseded(encode(&stored)?),
+        })
     }
 
     async fn read_entry(&self, partition: Hash, sort: Vec<u8>) -> Result<TableResp> {
@@ -308,6 +323,7 @@ impl<F: TableSchema> Handler<TableRpc<F>> for TableHandler<F> {
             },
             TableReq::EntryHashes { keys } => self.entry_hashes(keys).await,
             TableReq::DeleteIfEqual { items } => self.delete_if_equal(items).await,
+            TableReq::UpdateUnlessSuperseded(entry) => self.update_unless_superseded(&entry).await,
         };
         result.unwrap_or_else(|e| {
             tracing::warn!(table = F::TABLE_NAME, peer = %from, error = %e, "table request failed");

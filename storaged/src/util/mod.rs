@@ -7,5 +7,6 @@ pub mod encode;
 pub mod fault;
 pub mod fs;
 pub mod id;
+pub mod memory;
 pub mod space;
 pub mod time;
