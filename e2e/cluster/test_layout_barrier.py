@@ -126,22 +126,21 @@ def test_node_removed_while_down_resurrects_nothing(make_cluster):
     cluster.restart(n4)
     expected = sorted(overwritten)
 
-    def listing(node) -> list[str]:
-        return [k for k, _, _ in list_keys(node.s3(), cluster.bucket)]
+    clients = {node.name: node.s3() for node in cluster.nodes}
 
     # n4 learns it owns nothing (it pulls the layout at start): it must push nothing back.
 
     def agree() -> None:
         for node in cluster.nodes:
-            assert listing(node) == expected, f"{node.name} lists {listing(node)}"
-        for k in overwritten:
-            for node in cluster.nodes:
-                got = node.s3().get_object(Bucket=cluster.bucket, Key=k)["Body"].read()
+            c = clients[node.name]
+            listed = [k for k, _, _ in list_keys(c, cluster.bucket)]
+            assert listed == expected, f"{node.name} lists {listed}"
+            for k in overwritten:
+                got = c.get_object(Bucket=cluster.bucket, Key=k)["Body"].read()
                 assert got == f"new {k}".encode(), f"{k} via {node.name}: {got!r}"
-        for k in deleted:
-            for node in cluster.nodes:
+            for k in deleted:
                 with pytest.raises(Exception) as exc:
-                    node.s3().head_object(Bucket=cluster.bucket, Key=k)
+                    c.head_object(Bucket=cluster.bucket, Key=k)
                 assert "404" in str(exc.value), f"{k} via {node.name}: {exc.value}"
 
     # The invariant holds at once and across the next anti-entropy passes (every 2 s).

@@ -107,6 +107,26 @@ pub(super) fn record_candidate<F: TableSchema>(
     Ok(())
 }
 
+/// What [`Table::delete_if_equal`] found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Deletion {
+    /// Tombstones this call removed.
+    pub removed: u64,
+    /// Entries already gone: another replica's pass over the same candidate (every node
+    /// runs one) collected them first.
+    pub absent: u64,
+}
+
+/// What [`Table::check_local`] found in a batch of due candidates.
+struct LocalCheck {
+    /// Still that tombstone here: to check with the other replicas.
+    keep: Vec<Candidate>,
+    /// Live again (written since), so no longer candidates.
+    dropped: usize,
+    /// Entry and candidate already removed, by another replica's pass.
+    gone: usize,
+}
+
 /// One candidate read from the table.
 #[derive(Clone, Debug)]
 struct Candidate {
@@ -134,7 +154,8 @@ pub struct GcReport {
     pub table: &'static str,
     /// Candidates past the delay that the pass looked at.
     pub due: usize,
-    /// Tombstones removed from every replica.
+    /// Tombstones now gone from every replica (removed by this pass, or by another
+    /// replica's pass over the same entries that ran alongside it).
     pub collected: usize,
     /// Candidates dropped because the local entry is gone or no longer that tombstone
     /// (written again since: it is not deleted).
@@ -191,23 +212,26 @@ impl<F: TableSchema> Table<F> {
     }
 
     /// Splits `candidates` into those whose local entry still is that tombstone, and
-    /// removes the others from the candidate table (unless re-recorded meanwhile); returns
-    /// the first kind and how many were dropped. Blocking.
-    fn check_local(
-        &self,
-        candidates: Vec<Candidate>,
-    ) -> crate::error::Result<(Vec<Candidate>, usize)> {
+    /// removes the others from the candidate table (unless re-recorded meanwhile).
+    /// Blocking.
+    fn check_local(&self, candidates: Vec<Candidate>) -> crate::error::Result<LocalCheck> {
         let name = todo_name::<F>();
         let txn = self.db.begin_write()?;
         let mut keep = Vec::new();
         let mut dropped = 0;
+        let mut gone = 0;
         {
             let table = txn.open_table(definition::<F>())?;
             let mut todo = txn.open_table(todo_def(&name))?;
             for c in candidates {
                 let current = todo.get(c.key.as_slice())?.map(|v| v.value().to_vec());
                 if current.as_ref() != Some(&c.raw) {
-                    continue; // Re-recorded (a newer tombstone) or removed since the scan.
+                    // Re-recorded (a newer tombstone), or removed since the scan: by
+                    // another replica's pass when the entry went with it.
+                    if current.is_none() && table.get(c.key.as_slice())?.is_none() {
+                        gone += 1;
+                    }
+                    continue;
                 }
                 let still = table.get(c.key.as_slice())?.is_some_and(|v| {
                     value_hash(v.value()) == c.hash
@@ -226,7 +250,11 @@ impl<F: TableSchema> Table<F> {
         } else {
             txn.abort()?;
         }
-        Ok((keep, dropped))
+        Ok(LocalCheck {
+            keep,
+            dropped,
+            gone,
+        })
     }
 
     /// The hash of the local copy of each of `keys` (`None`: no such entry). Blocking.
@@ -240,12 +268,15 @@ impl<F: TableSchema> Table<F> {
 
     /// In one transaction and without running hooks, removes each entry of `items` whose
     /// stored bytes still hash to the given hash and decode to a tombstone (a newer value,
-    /// or a live one a confused peer named, stays), with its candidate; returns how many
-    /// were removed. Candidates of entries already gone are removed too. Blocking.
-    pub(super) fn delete_if_equal(&self, items: &[(Vec<u8>, Hash)]) -> crate::error::Result<u64> {
+    /// or a live one a confused peer named, stays), with its candidate. Candidates of
+    /// entries already gone are removed too. Blocking.
+    pub(super) fn delete_if_equal(
+        &self,
+        items: &[(Vec<u8>, Hash)],
+    ) -> crate::error::Result<Deletion> {
         let name = todo_name::<F>();
         let txn = self.db.begin_write()?;
-        let mut removed = 0u64;
+        let mut out = Deletion::default();
         {
             let mut table = txn.open_table(definition::<F>())?;
             let mut todo = txn.open_table(todo_def(&name))?;
@@ -258,17 +289,18 @@ impl<F: TableSchema> Table<F> {
                     Some(true) => {
                         table.remove(key.as_slice())?;
                         todo.remove(key.as_slice())?;
-                        removed += 1;
+                        out.removed += 1;
                     }
                     Some(false) => {}
                     None => {
                         todo.remove(key.as_slice())?;
+                        out.absent += 1;
                     }
                 }
             }
         }
         txn.commit()?;
-        Ok(removed)
+        Ok(out)
     }
 
     /// The candidates of this table: (storage key, tombstone hash, time recorded).
@@ -335,12 +367,13 @@ impl<F: TableSchema> ReplicatedTable<F> {
         report: &mut GcReport,
     ) -> Result<(), GcError> {
         let local = Arc::clone(self.local());
-        let (live, dropped) = tokio::task::spawn_blocking(move || local.check_local(batch))
+        let checked = tokio::task::spawn_blocking(move || local.check_local(batch))
             .await
             .map_err(crate::error::Error::from)??;
-        report.dropped += dropped;
-        let mut items = Vec::with_capacity(live.len());
-        for c in live {
+        report.dropped += checked.dropped;
+        report.collected += checked.gone;
+        let mut items = Vec::with_capacity(checked.keep.len());
+        for c in checked.keep {
             match partition_of_key(&c.key) {
                 Some(p) => items.push((p, c)),
                 // Storage keys start with the partition hash; a shorter one is not ours.
@@ -423,10 +456,12 @@ impl<F: TableSchema> ReplicatedTable<F> {
             }
         }
         let local = Arc::clone(self.local());
-        let n = tokio::task::spawn_blocking(move || local.delete_if_equal(&items))
+        let d = tokio::task::spawn_blocking(move || local.delete_if_equal(&items))
             .await
             .map_err(crate::error::Error::from)??;
-        report.collected += usize::try_from(n).unwrap_or(usize::MAX);
+        // Gone everywhere either way: the pass of another replica may have removed the
+        // local copy between this pass's checks and its delete.
+        report.collected += usize::try_from(d.removed + d.absent).unwrap_or(usize::MAX);
         Ok(())
     }
 
@@ -477,7 +512,7 @@ async fn collect_one(table: &dyn GcTable, delay: Duration) {
     }
 }
 
-/// The tombstone GC worker: every `interval` (the first pass at once), one pass over each
+/// The tombstone GC worker: about every `interval` (the first pass at once), one pass over each
 /// table's candidates recorded at least `delay` ago, one table at a time so that it stays
 /// a background load. Every node runs it for its own candidates; passes of several nodes
 /// over the same entry are harmless (deletes are conditional and idempotent). Returns when
@@ -499,10 +534,16 @@ pub async fn run_tombstone_gc(
             }
         }
         tokio::select! {
-            () = tokio::time::sleep(interval) => {}
+            () = tokio::time::sleep(jittered(interval)) => {}
             _ = shutdown.changed() => return,
         }
     }
+}
+
+/// `interval` ± 25%, so that nodes started together do not run their passes in lockstep
+/// (each would check, and try to delete, the same candidates as the others).
+fn jittered(interval: Duration) -> Duration {
+    interval.mul_f64(rand::random_range(0.75..1.25))
 }
 
 #[cfg(test)]

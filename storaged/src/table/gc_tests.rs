@@ -399,6 +399,39 @@ async fn an_older_live_replica_blocks_until_anti_entropy_merged_it() {
 }
 
 #[tokio::test]
+async fn passes_of_every_replica_at_once_collect_and_say_so() {
+    within(async {
+        let root = tempfile::tempdir().unwrap();
+        let (nodes, _tx) = cluster(&root).await;
+        let tombs: Vec<Note> = (0..12)
+            .map(|i| Note::deleted("b", &format!("k{i}"), 2))
+            .collect();
+        for t in &tombs {
+            nodes[0].repl().insert(t).await.unwrap();
+        }
+        for t in &tombs {
+            until_everywhere(&nodes, t, Some(t)).await;
+        }
+        settle().await;
+        // Every node runs its own pass; run them together, as nodes started together do.
+        let reports = futures::future::join_all(nodes.iter().map(|n| n.gc(DUE))).await;
+        for t in &tombs {
+            for n in &nodes {
+                assert_eq!(n.local(t).await, None, "removed everywhere");
+            }
+        }
+        // Each pass accounts for every candidate: collected (by it, or by a pass
+        // alongside that removed the local copy first) or seen already gone on a peer.
+        for r in &reports {
+            assert_eq!(r.due, tombs.len(), "{r}");
+            assert_eq!(r.collected + r.different, r.due, "{r}");
+        }
+        assert!(reports.iter().any(|r| r.collected == r.due), "{reports:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn an_entry_written_live_again_is_not_collected() {
     within(async {
         let root = tempfile::tempdir().unwrap();

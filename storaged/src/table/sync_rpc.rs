@@ -276,8 +276,12 @@ impl<F: TableSchema> TableHandler<F> {
             )));
         }
         let table = Arc::clone(&self.table);
-        tokio::task::spawn_blocking(move || table.delete_if_equal(&items).map(TableResp::Deleted))
-            .await?
+        tokio::task::spawn_blocking(move || {
+            table
+                .delete_if_equal(&items)
+                .map(|d| TableResp::Deleted(d.removed))
+        })
+        .await?
     }
 }
 
